@@ -1,0 +1,53 @@
+//! The library's error and the exit codes workflow engines see.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (also with zero blobs) |
+//! | 2 | usage or pipeline config error |
+//! | 3 | input rejected |
+//! | 4 | model or inference failure (including a missing ONNX Runtime or execution provider) |
+//! | 5 | output failure |
+//! | 130 | interrupted |
+
+use crate::infer::ModelError;
+use crate::io::InputError;
+use crate::output::OutputError;
+use crate::pipeline::ConfigError;
+
+/// Process exit codes, a contract with workflow engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitCode {
+    Success = 0,
+    Usage = 2,
+    Input = 3,
+    Model = 4,
+    Output = 5,
+    Interrupted = 130,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Config(_) => ExitCode::Usage,
+            Error::Input(_) => ExitCode::Input,
+            Error::Model(_) => ExitCode::Model,
+            Error::Output(_) => ExitCode::Output,
+            Error::Interrupted => ExitCode::Interrupted,
+        }
+    }
+}

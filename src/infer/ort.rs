@@ -1,0 +1,453 @@
+//! ONNX Runtime backend of `Model`: opens a session, reads the model's contract from its graph
+//! and metadata (input/output names and shapes, patch size, channels), and runs batches.
+//!
+//! Patch size comes from, in order: the pipeline (`patch_size` / `--model PATH:DxHxW`), the
+//! model's `patch_size` metadata, the input's fixed spatial dimensions. Any two of these that
+//! disagree, or a patch the fixed input shape cannot take, is an error before inference.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array4, ArrayView5, Axis, Ix5};
+use ort::session::Session;
+use ort::value::{TensorRef, ValueType};
+use sha2::{Digest, Sha256};
+
+use crate::infer::{Model, ModelError};
+use crate::pipeline::ModelSpec;
+
+/// Where a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(i32),
+    TensorRt(i32),
+}
+
+impl Device {
+    /// Parses `cpu`, `cuda`, `cuda:N`, `tensorrt`, `tensorrt:N`.
+    pub fn parse(s: &str) -> Option<Device> {
+        let (kind, id) = match s.split_once(':') {
+            Some((k, n)) => (k, n.parse::<i32>().ok()?),
+            None => (s, 0),
+        };
+        match kind {
+            "cpu" if !s.contains(':') => Some(Device::Cpu),
+            "cuda" => Some(Device::Cuda(id)),
+            "tensorrt" => Some(Device::TensorRt(id)),
+            _ => None,
+        }
+    }
+
+    /// The execution provider's name as ONNX Runtime reports it.
+    pub fn provider_name(self) -> &'static str {
+        match self {
+            Device::Cpu => "CPUExecutionProvider",
+            Device::Cuda(_) => "CUDAExecutionProvider",
+            Device::TensorRt(_) => "TensorrtExecutionProvider",
+        }
+    }
+}
+
+/// Session settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    pub device: Device,
+    pub intra_threads: usize,
+}
+
+/// A tensor as the graph declares it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub element_type: String,
+    /// Dimensions; -1 where dynamic.
+    pub shape: Vec<i64>,
+    pub dimension_names: Vec<String>,
+}
+
+/// What a model file declares, for `inspect` and the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An ONNX model ready to run patches.
+pub struct OrtModel {
+    name: String,
+    session: Session,
+    input_name: String,
+    output_name: String,
+    patch: [usize; 3],
+    batch: Option<usize>,
+    output_channel: usize,
+    pub info: ModelInfo,
+}
+
+fn read_model(path: &Path) -> Result<(Vec<u8>, String), ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| ModelError::Load {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let digest = Sha256::digest(&bytes);
+    let sha = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((bytes, sha))
+}
+
+fn build_session(
+    env: &ort::environment::Environment,
+    bytes: &[u8],
+    opts: SessionOptions,
+) -> ort::Result<Session> {
+    use ort::ep;
+    let mut builder = Session::builder(env)?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
+        .with_intra_threads(opts.intra_threads)?
+        .with_intra_op_spinning(false)?;
+    builder = match opts.device {
+        Device::Cpu => builder,
+        Device::Cuda(id) => builder.with_execution_providers([ep::CUDA::default()
+            .with_device_id(id)
+            .build()
+            .error_on_failure()])?,
+        Device::TensorRt(id) => builder.with_execution_providers([
+            ep::TensorRT::default()
+                .with_device_id(id)
+                .build()
+                .error_on_failure(),
+            ep::CUDA::default()
+                .with_device_id(id)
+                .build()
+                .error_on_failure(),
+        ])?,
+    };
+    builder.commit_from_memory(bytes)
+}
+
+fn tensor_info(outlet: &ort::value::Outlet) -> TensorInfo {
+    match outlet.dtype() {
+        ValueType::Tensor {
+            ty,
+            shape,
+            dimension_symbols,
+        } => TensorInfo {
+            name: outlet.name().to_string(),
+            element_type: format!("{ty:?}").to_lowercase(),
+            shape: shape.iter().copied().collect(),
+            dimension_names: dimension_symbols.iter().map(|s| s.to_string()).collect(),
+        },
+        other => TensorInfo {
+            name: outlet.name().to_string(),
+            element_type: format!("{other}"),
+            shape: Vec::new(),
+            dimension_names: Vec::new(),
+        },
+    }
+}
+
+/// Opens a model on the CPU and reads its declared inputs, outputs and metadata.
+pub fn inspect(env: &ort::environment::Environment, path: &Path) -> Result<ModelInfo, ModelError> {
+    load(
+        env,
+        path,
+        SessionOptions {
+            device: Device::Cpu,
+            intra_threads: 1,
+        },
+    )
+    .map(|(info, _)| info)
+}
+
+/// Opens a session and reads what the model declares (no contract checks).
+fn load(
+    env: &ort::environment::Environment,
+    path: &Path,
+    opts: SessionOptions,
+) -> Result<(ModelInfo, Session), ModelError> {
+    let (bytes, sha256) = read_model(path)?;
+    let session = build_session(env, &bytes, opts).map_err(|e| match opts.device {
+        Device::Cpu => ModelError::Load {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        device => ModelError::Provider(format!(
+            "{}: cannot use {} ({e}); run `make setup-gpu` or choose --device cpu",
+            path.display(),
+            device.provider_name()
+        )),
+    })?;
+    let mut metadata = BTreeMap::new();
+    if let Ok(meta) = session.metadata() {
+        for key in meta.custom_keys().unwrap_or_default() {
+            if let Some(v) = meta.custom(&key) {
+                metadata.insert(key, v);
+            }
+        }
+    }
+    let info = ModelInfo {
+        path: path.to_path_buf(),
+        sha256,
+        inputs: session.inputs().iter().map(tensor_info).collect(),
+        outputs: session.outputs().iter().map(tensor_info).collect(),
+        metadata,
+    };
+    Ok((info, session))
+}
+
+impl OrtModel {
+    /// Opens `spec` for `channels` input channels and checks the model can take them.
+    pub fn open(
+        env: &ort::environment::Environment,
+        spec: &ModelSpec,
+        channels: &[String],
+        opts: SessionOptions,
+    ) -> Result<OrtModel, ModelError> {
+        let path = spec.path.as_path();
+        let (info, session) = load(env, path, opts)?;
+        let contract = Contract::check(&info, spec, channels)?;
+        let name = spec.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("model")
+                .trim_end_matches(".onnx")
+                .to_string()
+        });
+        Ok(OrtModel {
+            name,
+            session,
+            input_name: contract.input_name,
+            output_name: contract.output_name,
+            patch: contract.patch,
+            batch: contract.batch,
+            output_channel: spec.output_channel,
+            info,
+        })
+    }
+}
+
+/// What the pipeline may assume about a model, derived from its graph, metadata and spec.
+struct Contract {
+    input_name: String,
+    output_name: String,
+    patch: [usize; 3],
+    batch: Option<usize>,
+}
+
+impl Contract {
+    fn check(
+        info: &ModelInfo,
+        spec: &ModelSpec,
+        channels: &[String],
+    ) -> Result<Contract, ModelError> {
+        let bad = |reason: String| ModelError::Incompatible {
+            path: info.path.clone(),
+            reason,
+        };
+        let input = info
+            .inputs
+            .first()
+            .ok_or_else(|| bad("the model has no input".into()))?;
+        let output = info
+            .outputs
+            .first()
+            .ok_or_else(|| bad("the model has no output".into()))?;
+        if input.shape.len() != 5 || input.element_type != "float32" {
+            return Err(bad(format!(
+                "input '{}' must be a 5-D float32 tensor (N, C, D, H, W), got {} {:?}",
+                input.name, input.element_type, input.shape
+            )));
+        }
+        if input.shape[1] > 0 && input.shape[1] as usize != channels.len() {
+            return Err(bad(format!(
+                "input '{}' takes {} channels, the pipeline gives {} ({})",
+                input.name,
+                input.shape[1],
+                channels.len(),
+                channels.join(", ")
+            )));
+        }
+        if let Some(declared) = info.metadata.get("channels") {
+            let declared: Vec<&str> = declared.split(',').map(str::trim).collect();
+            if declared != channels.iter().map(String::as_str).collect::<Vec<_>>() {
+                return Err(bad(format!(
+                    "model expects channels {declared:?}, the pipeline gives {channels:?}"
+                )));
+            }
+        }
+        let patch = Self::patch(info, spec, &input.shape).map_err(bad)?;
+        Self::check_output(output, spec.output_channel, patch).map_err(bad)?;
+        let batch = (input.shape[0] > 0).then_some(input.shape[0] as usize);
+        Ok(Contract {
+            input_name: input.name.clone(),
+            output_name: output.name.clone(),
+            patch,
+            batch,
+        })
+    }
+
+    fn patch(
+        info: &ModelInfo,
+        spec: &ModelSpec,
+        input_shape: &[i64],
+    ) -> Result<[usize; 3], String> {
+        let fixed: Option<[usize; 3]> = input_shape[2..]
+            .iter()
+            .all(|&d| d > 0)
+            .then(|| [2, 3, 4].map(|a| input_shape[a] as usize));
+        let meta = match info.metadata.get("patch_size") {
+            Some(text) => Some(
+                parse_triplet(text)
+                    .ok_or_else(|| format!("metadata patch_size '{text}' is not D,H,W"))?,
+            ),
+            None => None,
+        };
+        let chosen = spec.patch_size.or(meta).or(fixed).ok_or_else(|| {
+            "patch size unknown: the input's spatial dimensions are dynamic and there is no patch_size metadata; give --model PATH:DxHxW or patch_size in the pipeline".to_string()
+        })?;
+        for (what, other) in [
+            ("metadata patch_size", meta),
+            ("the input's fixed shape", fixed),
+        ] {
+            if let Some(o) = other {
+                if o != chosen {
+                    return Err(format!("patch size {chosen:?} disagrees with {what} {o:?}"));
+                }
+            }
+        }
+        Ok(chosen)
+    }
+
+    fn check_output(output: &TensorInfo, channel: usize, patch: [usize; 3]) -> Result<(), String> {
+        let s = &output.shape;
+        if output.element_type != "float32" || !(s.len() == 4 || s.len() == 5) {
+            return Err(format!(
+                "output '{}' must be a float32 (N, C, D, H, W) or (N, D, H, W) tensor, got {} {s:?}",
+                output.name, output.element_type
+            ));
+        }
+        if s.len() == 5 && s[1] > 0 && channel >= s[1] as usize {
+            return Err(format!(
+                "output channel {channel} requested, output '{}' has {} channels",
+                output.name, s[1]
+            ));
+        }
+        let spatial = &s[s.len() - 3..];
+        if spatial
+            .iter()
+            .zip(patch)
+            .any(|(&d, p)| d > 0 && d as usize != p)
+        {
+            return Err(format!(
+                "output '{}' spatial shape {spatial:?} differs from the patch {patch:?}",
+                output.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_triplet(text: &str) -> Option<[usize; 3]> {
+    let v: Vec<usize> = text
+        .split([',', 'x', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: [usize; 3] = v.try_into().ok()?;
+    (!t.contains(&0)).then_some(t)
+}
+
+impl Model for OrtModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn patch_size(&self) -> [usize; 3] {
+        self.patch
+    }
+
+    fn fixed_batch(&self) -> Option<usize> {
+        self.batch
+    }
+
+    fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
+        let fail = |reason: String| ModelError::Inference {
+            model: self.name.clone(),
+            reason,
+        };
+        let tensor = TensorRef::from_array_view(batch).map_err(|e| fail(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => tensor])
+            .map_err(|e| ModelError::Inference {
+                model: self.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let view = outputs[self.output_name.as_str()]
+            .try_extract_array::<f32>()
+            .map_err(|e| ModelError::Inference {
+                model: self.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let n = batch.shape()[0];
+        let expected = [n, self.patch[0], self.patch[1], self.patch[2]];
+        let selected = match view.ndim() {
+            5 => view
+                .into_dimensionality::<Ix5>()
+                .ok()
+                .map(|v| v.index_axis_move(Axis(1), self.output_channel)),
+            4 => view.into_dimensionality::<ndarray::Ix4>().ok(),
+            _ => None,
+        };
+        let out = match selected {
+            Some(v) if v.shape() == expected => v.to_owned(),
+            _ => {
+                return Err(ModelError::Inference {
+                    model: self.name.clone(),
+                    reason: format!(
+                        "output has shape {:?}, expected {expected:?}",
+                        outputs[self.output_name.as_str()].shape()
+                    ),
+                })
+            }
+        };
+        let bad = out.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(ModelError::NonFinite {
+                model: self.name.clone(),
+                count: bad,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(Device::parse("cpu"), Some(Device::Cpu));
+        assert_eq!(Device::parse("cuda"), Some(Device::Cuda(0)));
+        assert_eq!(Device::parse("cuda:1"), Some(Device::Cuda(1)));
+        assert_eq!(Device::parse("tensorrt:0"), Some(Device::TensorRt(0)));
+        assert_eq!(Device::parse("cpu:1"), None);
+        assert_eq!(Device::parse("gpu"), None);
+    }
+
+    #[test]
+    fn triplets() {
+        assert_eq!(parse_triplet("16,64,64"), Some([16, 64, 64]));
+        assert_eq!(parse_triplet("16x32x32"), Some([16, 32, 32]));
+        assert_eq!(parse_triplet("16,64"), None);
+    }
+}

@@ -1,0 +1,188 @@
+//! Finding and loading the ONNX Runtime shared library (`ort` with `load-dynamic`).
+//!
+//! Search order: `--ort-lib PATH`, `$ORT_DYLIB_PATH`, the binary's folder (and its `lib/`), then
+//! the Python `onnxruntime` package (`$VIRTUAL_ENV` first, then whatever `python3` imports),
+//! whose wheel ships `onnxruntime/capi/libonnxruntime.so.<version>`. Nothing is downloaded.
+//! ONNX Runtime allows one environment per process, so `init` runs once.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::infer::ModelError;
+
+/// The loaded library: where it came from and its version.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub library: PathBuf,
+    pub version: String,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
+
+/// Candidate library paths, in search order, each with where it came from. An explicit choice
+/// (`--ort-lib`, else `ORT_DYLIB_PATH`) is the only candidate: it never falls back in silence.
+pub fn candidates(flag: Option<&Path>) -> Vec<(String, PathBuf)> {
+    if let Some(p) = flag {
+        return vec![("--ort-lib".to_string(), p.to_path_buf())];
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return vec![("ORT_DYLIB_PATH".to_string(), PathBuf::from(p))];
+    }
+    let mut out = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        for d in [dir.clone(), dir.join("lib")] {
+            out.push((
+                "next to the binary".to_string(),
+                newest_library(&d).unwrap_or(d.join("libonnxruntime.so")),
+            ));
+        }
+    }
+    for (origin, capi) in python_package_dirs() {
+        out.push((
+            origin,
+            newest_library(&capi).unwrap_or(capi.join("libonnxruntime.so.*")),
+        ));
+    }
+    out
+}
+
+/// `onnxruntime/capi` folders of the Python package, found without importing it.
+fn python_package_dirs() -> Vec<(String, PathBuf)> {
+    let mut dirs = Vec::new();
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        let lib = Path::new(&venv).join("lib");
+        if let Ok(entries) = std::fs::read_dir(&lib) {
+            for e in entries.flatten() {
+                dirs.push((
+                    "$VIRTUAL_ENV".to_string(),
+                    e.path().join("site-packages/onnxruntime/capi"),
+                ));
+            }
+        }
+    }
+    let probe = "import importlib.util as u,os;s=u.find_spec('onnxruntime');print(os.path.dirname(s.origin) if s else '')";
+    if let Ok(out) = std::process::Command::new("python3")
+        .args(["-c", probe])
+        .output()
+    {
+        let pkg = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !pkg.is_empty() {
+            dirs.push((
+                "python3 onnxruntime package".to_string(),
+                Path::new(&pkg).join("capi"),
+            ));
+        }
+    }
+    dirs
+}
+
+/// The `libonnxruntime.so*` with the highest version in `dir`.
+fn newest_library(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .collect();
+    found.sort_by_key(|p| {
+        version_of(p).map(|v| {
+            v.split('.')
+                .map(|x| x.parse::<u32>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        })
+    });
+    found.pop()
+}
+
+fn version_of(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let v = name.strip_prefix("libonnxruntime.so.")?;
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Loads ONNX Runtime (once per process) and returns the shared environment.
+pub fn init(
+    flag: Option<&Path>,
+) -> Result<(&'static ort::environment::Environment, &'static Runtime), ModelError> {
+    if let (Some(env), Some(rt)) = (ENVIRONMENT.get(), RUNTIME.get()) {
+        return Ok((env, rt));
+    }
+    let tried = candidates(flag);
+    let mut attempts = Vec::new();
+    for (origin, path) in &tried {
+        if !path.is_file() {
+            attempts.push(format!("{} ({origin}: not found)", path.display()));
+            continue;
+        }
+        let builder = ort::init_from(path).map_err(|e| ModelError::RuntimeLoad {
+            path: path.clone(),
+            reason: load_error_text(&e),
+        })?;
+        let env = builder
+            .with_name("stochseg")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| ModelError::RuntimeLoad {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let version = version_of(path).unwrap_or_else(|| build_version(ort::info()));
+        let rt = RUNTIME.get_or_init(|| Runtime {
+            library: path.clone(),
+            version,
+        });
+        return Ok((ENVIRONMENT.get_or_init(|| env), rt));
+    }
+    Err(ModelError::RuntimeNotFound {
+        tried: attempts.join("; "),
+    })
+}
+
+fn load_error_text(e: &ort::LoadDynamicError) -> String {
+    match e {
+        ort::LoadDynamicError::Dlopen { error, .. } => std::error::Error::source(error)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| error.to_string()),
+        other => other.to_string(),
+    }
+}
+
+/// Version from ONNX Runtime's build string (`git-branch=rel-1.31.1, ...`).
+fn build_version(info: &str) -> String {
+    info.split("rel-")
+        .nth(1)
+        .and_then(|s| s.split([',', ' ']).next())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_names_and_build_info() {
+        assert_eq!(
+            version_of(Path::new("/x/libonnxruntime.so.1.31.1")).as_deref(),
+            Some("1.31.1")
+        );
+        assert_eq!(version_of(Path::new("/x/libonnxruntime.so")), None);
+        assert_eq!(
+            build_version("ORT Build Info: git-branch=rel-1.31.1, git-commit-id=abc"),
+            "1.31.1"
+        );
+    }
+
+    #[test]
+    fn flag_comes_first() {
+        let c = candidates(Some(Path::new("/opt/ort/libonnxruntime.so.1.31.1")));
+        assert_eq!(c[0].0, "--ort-lib");
+    }
+}

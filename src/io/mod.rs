@@ -1,0 +1,41 @@
+//! Input adapters: they turn files into a `Case` (channels on one grid plus geometry) and know
+//! nothing of models. `case` finds a case's files; `nifti` reads and writes NIfTI.
+
+pub mod case;
+pub mod nifti;
+
+use std::path::PathBuf;
+
+/// Input rejected (exit code 3). Every variant names the file or folder at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: no such file")]
+    NotFound { path: PathBuf },
+    #[error("{path}: {reason}")]
+    Format { path: PathBuf, reason: String },
+    #[error("{path}: {voxels} voxels exceed the limit of {max_voxels} (raise limits.max_voxels in the pipeline config)")]
+    TooLarge {
+        path: PathBuf,
+        voxels: usize,
+        max_voxels: usize,
+    },
+    #[error("{path}: {count} voxels are NaN or infinite")]
+    NonFinite { path: PathBuf, count: usize },
+    #[error("{path}: channel {channel} is all zero")]
+    EmptyChannel { path: PathBuf, channel: String },
+    #[error("{path}: channel {channel} is on a different grid than {reference} ({detail})")]
+    GridMismatch {
+        path: PathBuf,
+        channel: String,
+        reference: PathBuf,
+        detail: String,
+    },
+    #[error("{dir}: no file for channel {channel} (expected a name ending in -{channel}.nii.gz or -{channel}.nii)")]
+    MissingChannel { dir: PathBuf, channel: String },
+    #[error("{dir}: several files for channel {channel}: {found}")]
+    AmbiguousChannel {
+        dir: PathBuf,
+        channel: String,
+        found: String,
+    },
+}

@@ -1,0 +1,257 @@
+//! NIfTI-1 adapter: reads one channel into a `[z, y, x]` f32 array with its `Geometry`, and
+//! writes result maps on exactly the grid of a reference header.
+//!
+//! The affine follows the NIfTI standard as nibabel applies it: sform when `sform_code > 0`,
+//! else qform when `qform_code > 0`, else nibabel's base affine (centred, x flipped). NIfTI's RAS
+//! is converted to the library's LPS here and nowhere else. Values are scaled by
+//! `scl_slope`/`scl_inter` when the slope is non-zero. Output files copy the reference header
+//! (sform, qform, pixdim, units) so they carry the input's affine bit for bit.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array3, ArrayView3, Ix3};
+use nifti::writer::WriterOptions;
+use nifti::{DataElement, IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
+
+use crate::io::InputError;
+use crate::volume::Geometry;
+
+/// One NIfTI volume: voxels `[k, j, i]` and the header it came with.
+#[derive(Debug, Clone)]
+pub struct NiftiImage {
+    pub path: PathBuf,
+    pub data: Array3<f32>,
+    pub geometry: Geometry,
+    pub header: NiftiHeader,
+}
+
+fn format_error(path: &Path, reason: impl Into<String>) -> InputError {
+    InputError::Format {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads only the header and checks that the file describes one 3-D volume of at most
+/// `max_voxels` voxels, before any voxel is allocated.
+pub fn read_header(path: &Path, max_voxels: usize) -> Result<(NiftiHeader, Geometry), InputError> {
+    if !path.is_file() {
+        return Err(InputError::NotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let header = NiftiHeader::from_file(path).map_err(|e| format_error(path, describe(&e)))?;
+    let shape = spatial_shape(&header).map_err(|r| format_error(path, r))?;
+    let voxels = shape
+        .iter()
+        .try_fold(1usize, |acc, &s| acc.checked_mul(s))
+        .unwrap_or(usize::MAX);
+    if voxels > max_voxels {
+        return Err(InputError::TooLarge {
+            path: path.to_path_buf(),
+            voxels,
+            max_voxels,
+        });
+    }
+    let affine_lps = affine_lps(&header).map_err(|r| format_error(path, r))?;
+    Ok((
+        header,
+        Geometry {
+            shape_ijk: shape,
+            affine_lps,
+        },
+    ))
+}
+
+/// Reads a 3-D volume (a 4-D file with one volume is accepted) as f32.
+pub fn read_volume(path: &Path, max_voxels: usize) -> Result<NiftiImage, InputError> {
+    let (_, geometry) = read_header(path, max_voxels)?;
+    let object = ReaderOptions::new()
+        .read_file(path)
+        .map_err(|e| format_error(path, describe(&e)))?;
+    let header = object.header().clone();
+    let array = object
+        .into_volume()
+        .into_ndarray::<f32>()
+        .map_err(|e| format_error(path, describe(&e)))?;
+    let mut array = array;
+    while array.ndim() > 3 && array.shape()[array.ndim() - 1] == 1 {
+        let last = ndarray::Axis(array.ndim() - 1);
+        array = array.index_axis_move(last, 0);
+    }
+    while array.ndim() < 3 {
+        array.insert_axis_inplace(ndarray::Axis(array.ndim()));
+    }
+    let data = array
+        .into_dimensionality::<Ix3>()
+        .map_err(|_| format_error(path, "not a 3-D volume"))?;
+    if data.shape() != geometry.shape_ijk {
+        return Err(format_error(
+            path,
+            "voxel data does not match the header dimensions",
+        ));
+    }
+    // NIfTI arrays index [i, j, k]; reversing the axes gives the library's [k, j, i]
+    let data = data.reversed_axes().as_standard_layout().into_owned();
+    let bad = data.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(InputError::NonFinite {
+            path: path.to_path_buf(),
+            count: bad,
+        });
+    }
+    Ok(NiftiImage {
+        path: path.to_path_buf(),
+        data,
+        geometry,
+        header,
+    })
+}
+
+fn describe(e: &nifti::NiftiError) -> String {
+    match e {
+        nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "file is truncated".to_string()
+        }
+        nifti::NiftiError::Io(io) => format!("cannot read: {io}"),
+        nifti::NiftiError::InvalidFormat => "not a NIfTI-1 file (bad magic)".to_string(),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// Spatial size of the one 3-D volume the header describes.
+fn spatial_shape(h: &NiftiHeader) -> Result<[usize; 3], String> {
+    let rank = h.dim[0] as usize;
+    if !(1..=7).contains(&rank) {
+        return Err(format!("header dim[0] = {} is not a valid rank", h.dim[0]));
+    }
+    let dims: Vec<usize> = h.dim[1..=rank].iter().map(|&d| d as usize).collect();
+    if dims.contains(&0) {
+        return Err(format!("header has a zero dimension: {dims:?}"));
+    }
+    if rank > 3 && dims[3..].iter().any(|&d| d != 1) {
+        return Err(format!(
+            "expected one 3-D volume, got a {rank}-D image of shape {dims:?}"
+        ));
+    }
+    let mut shape = [1; 3];
+    for (s, d) in shape.iter_mut().zip(dims.iter()) {
+        *s = *d;
+    }
+    Ok(shape)
+}
+
+/// Voxel-to-LPS affine per the NIfTI rules (see module docs).
+fn affine_lps(h: &NiftiHeader) -> Result<[[f64; 4]; 4], String> {
+    let ras = if h.sform_code > 0 {
+        sform(h)
+    } else if h.qform_code > 0 {
+        qform(h)?
+    } else {
+        base_affine(h)
+    };
+    let mut a = ras;
+    for c in 0..4 {
+        a[0][c] = -a[0][c];
+        a[1][c] = -a[1][c];
+    }
+    let lin = [
+        [a[0][0], a[0][1], a[0][2]],
+        [a[1][0], a[1][1], a[1][2]],
+        [a[2][0], a[2][1], a[2][2]],
+    ];
+    let finite = a.iter().flatten().all(|v| v.is_finite());
+    let det = lin[0][0] * (lin[1][1] * lin[2][2] - lin[1][2] * lin[2][1])
+        - lin[0][1] * (lin[1][0] * lin[2][2] - lin[1][2] * lin[2][0])
+        + lin[0][2] * (lin[1][0] * lin[2][1] - lin[1][1] * lin[2][0]);
+    if !finite || det.abs() < 1e-12 {
+        return Err("the affine (sform/qform) is singular or not finite".to_string());
+    }
+    Ok(a)
+}
+
+fn sform(h: &NiftiHeader) -> [[f64; 4]; 4] {
+    let r = |row: [f32; 4]| row.map(f64::from);
+    [r(h.srow_x), r(h.srow_y), r(h.srow_z), [0.0, 0.0, 0.0, 1.0]]
+}
+
+fn qform(h: &NiftiHeader) -> Result<[[f64; 4]; 4], String> {
+    let zooms = [h.pixdim[1], h.pixdim[2], h.pixdim[3]].map(f64::from);
+    if zooms.iter().any(|&z| z <= 0.0 || !z.is_finite()) {
+        return Err(format!("qform needs positive pixdim[1..3], got {zooms:?}"));
+    }
+    let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let (b, c, d) = (
+        f64::from(h.quatern_b),
+        f64::from(h.quatern_c),
+        f64::from(h.quatern_d),
+    );
+    let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+    let rot = [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ];
+    let scale = [zooms[0], zooms[1], zooms[2] * qfac];
+    let t = [h.quatern_x, h.quatern_y, h.quatern_z].map(f64::from);
+    let mut out = [[0.0; 4]; 4];
+    for r in 0..3 {
+        for col in 0..3 {
+            out[r][col] = rot[r][col] * scale[col];
+        }
+        out[r][3] = t[r];
+    }
+    out[3][3] = 1.0;
+    Ok(out)
+}
+
+/// nibabel's fallback when neither form is set: centred grid, x flipped.
+fn base_affine(h: &NiftiHeader) -> [[f64; 4]; 4] {
+    let shape = spatial_shape(h).unwrap_or([1; 3]);
+    let mut zooms =
+        [h.pixdim[1], h.pixdim[2], h.pixdim[3]].map(|z| if z > 0.0 { f64::from(z) } else { 1.0 });
+    zooms[0] = -zooms[0];
+    let mut out = [[0.0; 4]; 4];
+    for a in 0..3 {
+        out[a][a] = zooms[a];
+        out[a][3] = -((shape[a] as f64 - 1.0) / 2.0) * zooms[a];
+    }
+    out[3][3] = 1.0;
+    out
+}
+
+/// Writes a `[z, y, x]` map as NIfTI on the grid of `reference` (same sform, qform, pixdim).
+pub fn write_map<T>(
+    path: &Path,
+    data: ArrayView3<T>,
+    reference: &NiftiHeader,
+    description: &str,
+) -> std::io::Result<()>
+where
+    T: DataElement + bytemuck::Pod,
+{
+    let mut header = reference.clone();
+    header.cal_min = 0.0;
+    header.cal_max = 0.0;
+    header.intent_code = 0;
+    let mut descrip: Vec<u8> = description.bytes().take(79).collect();
+    descrip.resize(80, 0);
+    header.descrip = descrip;
+    // the writer expects [i, j, k] indexing; the reversed view of [k, j, i] is exactly that
+    WriterOptions::new(path)
+        .reference_header(&header)
+        .write_nifti(&data.reversed_axes())
+        .map_err(|e| std::io::Error::other(format!("cannot write {}: {e}", path.display())))
+}

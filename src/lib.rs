@@ -1,0 +1,23 @@
+//! stochseg: uncertainty-aware brain-tumor segmentation with a stochastic ensemble of ONNX
+//! U-Nets. Data flows one way: `io` (files to a `Case`) -> `preprocess` -> `ensemble` (models x
+//! noisy passes through `window` and `infer`) -> `aggregate` -> `blobs` and `stats` -> `report`
+//! and the writers, orchestrated per case by `run`. The binary (`main.rs`) only parses flags.
+
+pub mod aggregate;
+pub mod blobs;
+pub mod ensemble;
+pub mod error;
+pub mod infer;
+pub mod io;
+pub mod output;
+pub mod pipeline;
+pub mod preprocess;
+pub mod report;
+pub mod run;
+pub mod schema;
+pub mod stats;
+pub mod volume;
+pub mod window;
+pub mod yaml;
+
+pub use error::{Error, ExitCode};

@@ -1,0 +1,307 @@
+//! The `stochseg` binary: parses flags into library types, sets up logging on stderr, calls the
+//! library, and turns the outcome into a documented exit code. No domain logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode as ProcessExit;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use stochseg::error::{Error, ExitCode};
+use stochseg::io::case::CaseSpec;
+use stochseg::pipeline::{self, ConfigError, Overrides, Pipeline};
+use stochseg::run::{self, Event, RunRequest};
+use stochseg::schema::SchemaKind;
+
+#[derive(Parser)]
+#[command(
+    name = "stochseg",
+    version,
+    about = "Uncertainty-aware brain-tumor segmentation with a stochastic ONNX U-Net ensemble"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Less output on stderr (errors only).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More output on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// ONNX Runtime library (libonnxruntime.so.*); see README for the search order.
+    #[arg(long, global = true, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Segment one case.
+    Run(RunArgs),
+    /// Check a pipeline config and its models without running them.
+    Validate(ConfigArgs),
+    /// Print a model's inputs, outputs and metadata.
+    Inspect {
+        /// ONNX model file.
+        model: PathBuf,
+    },
+    /// Print a JSON Schema (YAML).
+    Schema {
+        #[arg(value_enum)]
+        which: SchemaChoice,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaChoice {
+    Pipeline,
+    Report,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Pipeline config (YAML).
+    #[arg(long, value_name = "YAML")]
+    pipeline: Option<PathBuf>,
+    /// Model to use, replacing the config's models (repeatable); PATH or PATH:DxHxW.
+    #[arg(long = "model", value_name = "PATH[:DxHxW]")]
+    models: Vec<String>,
+    /// Passes per model (stochastic mode).
+    #[arg(long)]
+    passes: Option<usize>,
+    /// Noise standard deviation in z-score units.
+    #[arg(long)]
+    sigma: Option<f32>,
+    /// Seed for every random draw.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Deterministic ensemble: no noise, one pass per model.
+    #[arg(long)]
+    deterministic: bool,
+    /// Threshold on the aggregated logit.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// cpu, cuda[:N] or tensorrt[:N].
+    #[arg(long)]
+    device: Option<String>,
+    /// Threads (default: the CPU quota).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Patches per model call.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Window overlap in [0, 1).
+    #[arg(long)]
+    overlap: Option<f64>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Case folder with BraTS 2024 names (<case>-t1n.nii.gz, -t1c, -t2w, -t2f).
+    #[arg(long, value_name = "DIR", conflicts_with = "inputs")]
+    case: Option<PathBuf>,
+    /// One channel: NAME=PATH (repeatable), e.g. --input t1n=a.nii.gz.
+    #[arg(long = "input", value_name = "NAME=PATH")]
+    inputs: Vec<String>,
+    /// Output folder (created atomically).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+fn main() -> ProcessExit {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ProcessExit::from(if e.use_stderr() {
+                ExitCode::Usage as u8
+            } else {
+                0
+            });
+        }
+    };
+    init_logging(&cli);
+    match dispatch(&cli) {
+        Ok(()) => ProcessExit::SUCCESS,
+        Err(e) => {
+            eprintln!("stochseg: error: {e}");
+            ProcessExit::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STOCHSEG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},ort=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<(), Error> {
+    match &cli.command {
+        Command::Run(args) => run_case(cli, args),
+        Command::Validate(args) => validate(cli, args),
+        Command::Inspect { model } => {
+            let (env, _) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
+            let info = stochseg::infer::ort::inspect(env, model)?;
+            print!(
+                "{}",
+                stochseg::yaml::to_string(&info).map_err(ConfigError::Invalid)?
+            );
+            Ok(())
+        }
+        Command::Schema { which } => {
+            let kind = match which {
+                SchemaChoice::Pipeline => SchemaKind::Pipeline,
+                SchemaChoice::Report => SchemaKind::Report,
+            };
+            print!("{}", kind.text());
+            Ok(())
+        }
+    }
+}
+
+fn load_pipeline(args: &ConfigArgs) -> Result<Pipeline, Error> {
+    let models = args
+        .models
+        .iter()
+        .map(|m| pipeline::parse_model_arg(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let base = match &args.pipeline {
+        Some(path) => Pipeline::load(path)?,
+        None if !models.is_empty() => Pipeline::from_models(Vec::new()),
+        None => {
+            return Err(ConfigError::Invalid(
+                "give --pipeline YAML or at least one --model PATH".into(),
+            )
+            .into())
+        }
+    };
+    let overrides = Overrides {
+        models,
+        passes: args.passes,
+        sigma: args.sigma,
+        seed: args.seed,
+        deterministic: args.deterministic,
+        threshold: args.threshold,
+        device: args.device.clone(),
+        threads: args.threads,
+        batch_size: args.batch_size,
+        overlap: args.overlap,
+    };
+    Ok(base.apply(overrides)?)
+}
+
+fn case_spec(args: &RunArgs, channels: &[String]) -> Result<CaseSpec, ConfigError> {
+    if let Some(dir) = &args.case {
+        return Ok(CaseSpec::Folder(dir.clone()));
+    }
+    if args.inputs.is_empty() {
+        return Err(ConfigError::Invalid(
+            "give --case DIR or --input NAME=PATH for each channel".into(),
+        ));
+    }
+    let mut files = Vec::new();
+    for item in &args.inputs {
+        let (name, path) = item
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Invalid(format!("--input '{item}': expected NAME=PATH")))?;
+        if !channels.iter().any(|c| c == name) {
+            return Err(ConfigError::Invalid(format!(
+                "--input '{item}': unknown channel '{name}' (expected one of {})",
+                channels.join(", ")
+            )));
+        }
+        if files.iter().any(|(n, _): &(String, PathBuf)| n == name) {
+            return Err(ConfigError::Invalid(format!(
+                "--input: channel '{name}' given twice"
+            )));
+        }
+        files.push((name.to_string(), PathBuf::from(path)));
+    }
+    let ordered = channels
+        .iter()
+        .map(|c| {
+            files
+                .iter()
+                .find(|(n, _)| n == c)
+                .cloned()
+                .ok_or_else(|| ConfigError::Invalid(format!("--input: missing channel '{c}'")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CaseSpec::Files(ordered))
+}
+
+fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
+    let pipeline = load_pipeline(&args.config)?;
+    let case = case_spec(args, &pipeline.channels)?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(run::thread_count(pipeline.execution.threads))
+        .build_global()
+        .ok();
+    let request = RunRequest {
+        pipeline,
+        pipeline_path: args.config.pipeline.clone(),
+        case,
+        out: args.out.clone(),
+        overwrite: args.overwrite,
+        ort_lib: cli.ort_lib.clone(),
+    };
+    let summary = run::run(&request, &mut |event| match event {
+        Event::Stage { name, seconds } => tracing::info!(stage = name, seconds, "stage done"),
+        Event::Pass(p) => tracing::info!(
+            model = p.model,
+            pass = p.pass,
+            done = p.done,
+            total = p.total,
+            seconds = p.noise_seconds + p.inference_seconds,
+            "pass done"
+        ),
+    })?;
+    tracing::info!(blobs = summary.blobs, out = %summary.out.display(), "finished");
+    println!("{}", summary.out.join("report.yaml").display());
+    Ok(())
+}
+
+fn validate(cli: &Cli, args: &ConfigArgs) -> Result<(), Error> {
+    let pipeline = load_pipeline(args)?;
+    let (env, _) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
+    let opts = stochseg::infer::ort::SessionOptions {
+        device: stochseg::infer::ort::Device::Cpu,
+        intra_threads: 1,
+    };
+    for spec in &pipeline.models {
+        let model = stochseg::infer::ort::OrtModel::open(env, spec, &pipeline.channels, opts)?;
+        use stochseg::infer::Model;
+        println!(
+            "model {}: patch {:?}, batch {:?}, ok",
+            model.name(),
+            model.patch_size(),
+            model.fixed_batch()
+        );
+    }
+    println!("pipeline {}: ok", pipeline.name);
+    Ok(())
+}

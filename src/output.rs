@@ -1,0 +1,137 @@
+//! Atomic output folders: everything is written into a staging folder beside `--out`
+//! (`.<name>.partial-<pid>`), and only a complete result is renamed into place. A failed or
+//! interrupted run removes its staging folder; an existing `--out` is refused unless overwriting
+//! is asked for, and then replaced in one rename.
+
+use std::path::{Path, PathBuf};
+
+/// Output failure (exit code 5).
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{path}: output folder exists (use --overwrite to replace it)")]
+    Exists { path: PathBuf },
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Report(#[from] crate::report::ReportError),
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> OutputError {
+    OutputError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// A staging folder that becomes `target` on `commit`, and is removed when dropped uncommitted.
+#[derive(Debug)]
+pub struct Staging {
+    target: PathBuf,
+    dir: PathBuf,
+    overwrite: bool,
+    committed: bool,
+}
+
+/// Refuses early when `target` exists and may not be replaced.
+pub fn check_target(target: &Path, overwrite: bool) -> Result<(), OutputError> {
+    if target.exists() && !overwrite {
+        return Err(OutputError::Exists {
+            path: target.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+impl Staging {
+    pub fn new(target: &Path, overwrite: bool) -> Result<Staging, OutputError> {
+        check_target(target, overwrite)?;
+        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(|e| io_error(&parent, e))?;
+        let dir = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        }
+        std::fs::create_dir(&dir).map_err(|e| io_error(&dir, e))?;
+        Ok(Staging {
+            target: target.to_path_buf(),
+            dir,
+            overwrite,
+            committed: false,
+        })
+    }
+
+    /// Path of a file inside the staging folder.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> Result<(), OutputError> {
+        let path = self.file(name);
+        std::fs::write(&path, contents).map_err(|e| io_error(&path, e))
+    }
+
+    /// Moves the finished folder into place.
+    pub fn commit(mut self) -> Result<PathBuf, OutputError> {
+        if self.target.exists() {
+            if !self.overwrite {
+                return Err(OutputError::Exists {
+                    path: self.target.clone(),
+                });
+            }
+            let old = self.dir.with_extension("replaced");
+            std::fs::rename(&self.target, &old).map_err(|e| io_error(&self.target, e))?;
+            std::fs::rename(&self.dir, &self.target).map_err(|e| io_error(&self.target, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| io_error(&old, e))?;
+        } else {
+            std::fs::rename(&self.dir, &self.target).map_err(|e| io_error(&self.target, e))?;
+        }
+        self.committed = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_staging_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("case1");
+        {
+            let s = Staging::new(&target, false).unwrap();
+            s.write("report.yaml", "x").unwrap();
+        }
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn commit_and_overwrite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("case1");
+        let s = Staging::new(&target, false).unwrap();
+        s.write("a", "1").unwrap();
+        s.commit().unwrap();
+        assert!(matches!(
+            Staging::new(&target, false),
+            Err(OutputError::Exists { .. })
+        ));
+        let s = Staging::new(&target, true).unwrap();
+        s.write("b", "2").unwrap();
+        s.commit().unwrap();
+        assert!(!target.join("a").exists() && target.join("b").exists());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,461 @@
+//! The pipeline config: what a run does, with defaults, loaded from YAML, validated against
+//! `schemas/pipeline.schema.yaml` (unknown keys rejected; errors name the key path), then
+//! overridden by command-line values. Model paths are resolved relative to the config file.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{self, SchemaKind};
+
+/// Problems with the configuration or the command line (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read pipeline config: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid YAML: {reason}")]
+    Yaml { path: PathBuf, reason: String },
+    #[error("{path}: {problem}")]
+    Schema { path: PathBuf, problem: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_channels")]
+    pub channels: Vec<String>,
+    #[serde(default = "default_orientation")]
+    pub orientation: String,
+    pub models: Vec<ModelSpec>,
+    #[serde(default)]
+    pub preprocess: Preprocess,
+    #[serde(default)]
+    pub inference: Inference,
+    #[serde(default)]
+    pub ensemble: Ensemble,
+    #[serde(default)]
+    pub blobs: Blobs,
+    #[serde(default)]
+    pub outputs: Outputs,
+    #[serde(default)]
+    pub execution: Execution,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_size: Option<[usize; 3]>,
+    #[serde(default)]
+    pub output_channel: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Preprocess {
+    pub normalization: Normalization,
+    pub crop_to_nonzero: bool,
+    pub crop_margin_voxels: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalization {
+    ZscoreNonzero,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inference {
+    pub overlap: f64,
+    pub weighting: Weighting,
+    pub batch_size: usize,
+    pub outside_logit: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    Gaussian,
+    Constant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ensemble {
+    pub mode: Mode,
+    pub passes: usize,
+    pub sigma: f32,
+    pub noise_region: NoiseRegion,
+    pub seed: u64,
+    pub aggregation: Aggregation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Stochastic,
+    Deterministic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseRegion {
+    Volume,
+    Brain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    MeanLogit,
+    MeanProbability,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Blobs {
+    pub threshold: f32,
+    pub connectivity: u8,
+    pub min_voxels: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapKind {
+    MeanLogits,
+    StdLogits,
+    Probability,
+    Labels,
+}
+
+impl MapKind {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            MapKind::MeanLogits => "mean_logits.nii.gz",
+            MapKind::StdLogits => "std_logits.nii.gz",
+            MapKind::Probability => "probability.nii.gz",
+            MapKind::Labels => "labels.nii.gz",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outputs {
+    pub maps: Vec<MapKind>,
+    pub histogram_bins: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Execution {
+    pub device: String,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_voxels: usize,
+}
+
+fn default_name() -> String {
+    "unnamed".to_string()
+}
+fn default_channels() -> Vec<String> {
+    ["t1n", "t1c", "t2w", "t2f"].map(String::from).to_vec()
+}
+fn default_orientation() -> String {
+    "LPS".to_string()
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Preprocess {
+            normalization: Normalization::ZscoreNonzero,
+            crop_to_nonzero: true,
+            crop_margin_voxels: 0,
+        }
+    }
+}
+impl Default for Inference {
+    fn default() -> Self {
+        Inference {
+            overlap: 0.5,
+            weighting: Weighting::Gaussian,
+            batch_size: 4,
+            outside_logit: -10.0,
+        }
+    }
+}
+impl Default for Ensemble {
+    fn default() -> Self {
+        Ensemble {
+            mode: Mode::Stochastic,
+            passes: 10,
+            sigma: 0.2,
+            noise_region: NoiseRegion::Volume,
+            seed: 0,
+            aggregation: Aggregation::MeanLogit,
+        }
+    }
+}
+impl Default for Blobs {
+    fn default() -> Self {
+        Blobs {
+            threshold: 0.0,
+            connectivity: 26,
+            min_voxels: 1,
+        }
+    }
+}
+impl Default for Outputs {
+    fn default() -> Self {
+        Outputs {
+            maps: vec![
+                MapKind::MeanLogits,
+                MapKind::StdLogits,
+                MapKind::Probability,
+                MapKind::Labels,
+            ],
+            histogram_bins: 64,
+        }
+    }
+}
+impl Default for Execution {
+    fn default() -> Self {
+        Execution {
+            device: "cpu".to_string(),
+            threads: 0,
+        }
+    }
+}
+impl Default for Limits {
+    fn default() -> Self {
+        // 512^3 voxels: a 4-channel f32 case of that size needs about 2 GiB for the inputs alone
+        Limits {
+            max_voxels: 512 * 512 * 512,
+        }
+    }
+}
+
+/// Values given on the command line; each replaces the config's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub models: Vec<ModelSpec>,
+    pub passes: Option<usize>,
+    pub sigma: Option<f32>,
+    pub seed: Option<u64>,
+    pub deterministic: bool,
+    pub threshold: Option<f32>,
+    pub device: Option<String>,
+    pub threads: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub overlap: Option<f64>,
+}
+
+impl Pipeline {
+    /// Loads and validates a config file; model paths become relative to its folder.
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Pipeline::from_yaml(&text, base).map_err(|e| match e {
+            ConfigError::Invalid(problem) => ConfigError::Schema {
+                path: path.into(),
+                problem,
+            },
+            ConfigError::Yaml { reason, .. } => ConfigError::Yaml {
+                path: path.into(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses a config from YAML text; relative model paths are joined to `base`.
+    pub fn from_yaml(text: &str, base: &Path) -> Result<Pipeline, ConfigError> {
+        let value = crate::yaml::parse(text).map_err(|reason| ConfigError::Yaml {
+            path: PathBuf::new(),
+            reason,
+        })?;
+        schema::validate(SchemaKind::Pipeline, &value)
+            .map_err(|p| ConfigError::Invalid(p.join("; ")))?;
+        let mut pipeline: Pipeline =
+            serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for m in &mut pipeline.models {
+            if m.path.is_relative() {
+                m.path = base.join(&m.path);
+            }
+        }
+        pipeline.check()?;
+        Ok(pipeline)
+    }
+
+    /// The config used when only `--model` is given.
+    pub fn from_models(models: Vec<ModelSpec>) -> Pipeline {
+        Pipeline {
+            name: "command-line".to_string(),
+            description: String::new(),
+            channels: default_channels(),
+            orientation: default_orientation(),
+            models,
+            preprocess: Preprocess::default(),
+            inference: Inference::default(),
+            ensemble: Ensemble::default(),
+            blobs: Blobs::default(),
+            outputs: Outputs::default(),
+            execution: Execution::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Applies command-line values, then re-checks the result against the schema.
+    pub fn apply(mut self, o: Overrides) -> Result<Pipeline, ConfigError> {
+        if !o.models.is_empty() {
+            self.models = o.models;
+        }
+        if o.deterministic {
+            self.ensemble.mode = Mode::Deterministic;
+        }
+        set(&mut self.ensemble.passes, o.passes);
+        set(&mut self.ensemble.sigma, o.sigma);
+        set(&mut self.ensemble.seed, o.seed);
+        set(&mut self.blobs.threshold, o.threshold);
+        set(&mut self.execution.device, o.device);
+        set(&mut self.execution.threads, o.threads);
+        set(&mut self.inference.batch_size, o.batch_size);
+        set(&mut self.inference.overlap, o.overlap);
+        let value = serde_json::to_value(&self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        schema::validate(SchemaKind::Pipeline, &value).map_err(|p| {
+            ConfigError::Invalid(format!("after command-line overrides: {}", p.join("; ")))
+        })?;
+        self.check()?;
+        Ok(self)
+    }
+
+    /// Checks the schema cannot express.
+    fn check(&self) -> Result<(), ConfigError> {
+        if crate::volume::parse_axis_codes(&self.orientation).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "/orientation: '{}' is not three orthogonal directions (e.g. LPS, RAS)",
+                self.orientation
+            )));
+        }
+        Ok(())
+    }
+
+    /// Passes per model: K in stochastic mode, one in deterministic mode.
+    pub fn passes_per_model(&self) -> usize {
+        match self.ensemble.mode {
+            Mode::Stochastic => self.ensemble.passes,
+            Mode::Deterministic => 1,
+        }
+    }
+
+    /// Noise sigma actually applied (zero in deterministic mode).
+    pub fn effective_sigma(&self) -> f32 {
+        match self.ensemble.mode {
+            Mode::Stochastic => self.ensemble.sigma,
+            Mode::Deterministic => 0.0,
+        }
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// Parses `PATH[:DxHxW]` as given to `--model`.
+pub fn parse_model_arg(arg: &str) -> Result<ModelSpec, ConfigError> {
+    let (path, patch) = match arg.rsplit_once(':') {
+        Some((p, size)) if size.contains('x') => (p, Some(parse_patch(size)?)),
+        _ => (arg, None),
+    };
+    Ok(ModelSpec {
+        path: PathBuf::from(path),
+        name: None,
+        patch_size: patch,
+        output_channel: 0,
+    })
+}
+
+fn parse_patch(s: &str) -> Result<[usize; 3], ConfigError> {
+    let bad = || {
+        ConfigError::Invalid(format!(
+            "--model: patch size '{s}' is not DxHxW (e.g. 16x64x64)"
+        ))
+    };
+    let parts: Vec<usize> = s
+        .split('x')
+        .map(|p| p.parse::<usize>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let patch: [usize; 3] = parts.try_into().map_err(|_| bad())?;
+    if patch.contains(&0) {
+        return Err(bad());
+    }
+    Ok(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_a_minimal_config() {
+        let p = Pipeline::from_yaml("models: [{path: m.onnx}]", Path::new("/cfg")).unwrap();
+        assert_eq!(p.models[0].path, Path::new("/cfg/m.onnx"));
+        assert_eq!(p.ensemble.passes, 10);
+        assert_eq!(p.blobs.connectivity, 26);
+        assert_eq!(p.channels, ["t1n", "t1c", "t2w", "t2f"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Pipeline::from_yaml(
+            "models: [{path: m.onnx}]\nensemble: {pases: 3}",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pases"), "{e}");
+    }
+
+    #[test]
+    fn overrides_are_checked() {
+        let p = Pipeline::from_yaml("models: [{path: m.onnx}]", Path::new(".")).unwrap();
+        let e = p
+            .apply(Overrides {
+                passes: Some(0),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("/ensemble/passes"), "{e}");
+    }
+
+    #[test]
+    fn model_argument_with_patch() {
+        let m = parse_model_arg("a/b.onnx:16x64x64").unwrap();
+        assert_eq!(m.patch_size, Some([16, 64, 64]));
+        assert_eq!(parse_model_arg("c:/x.onnx").unwrap().patch_size, None);
+        assert!(parse_model_arg("m.onnx:16x0x4").is_err());
+    }
+}

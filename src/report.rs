@@ -1,0 +1,210 @@
+//! The per-case report: what ran, on what, with what result. Serialized as YAML and JSON,
+//! validated against `schemas/report.schema.yaml` before it is written. Coordinates are on the
+//! input grid: voxel indices `(i, j, k)` (NIfTI array order) and patient positions in LPS mm.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::blobs::Blob;
+use crate::preprocess::{ChannelStats, CropBox};
+use crate::schema::{self, SchemaKind};
+use crate::stats::{Histogram, Moments};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tool: Tool,
+    pub case: CaseInfo,
+    pub pipeline: PipelineInfo,
+    pub runtime: RuntimeInfo,
+    pub models: Vec<ModelEntry>,
+    pub ensemble: EnsembleInfo,
+    pub preprocess: PreprocessInfo,
+    pub thresholds: Thresholds,
+    pub statistics: Statistics,
+    pub blobs: Vec<BlobEntry>,
+    pub outputs: Vec<String>,
+    pub timings_s: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseInfo {
+    pub id: String,
+    pub inputs: Vec<InputEntry>,
+    pub geometry: GeometryInfo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputEntry {
+    pub channel: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GeometryInfo {
+    pub shape_ijk: [usize; 3],
+    pub spacing_mm: [f64; 3],
+    pub axis_codes: String,
+    pub coordinate_system: String,
+    pub affine_lps: [[f64; 4]; 4],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineInfo {
+    pub name: String,
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeInfo {
+    pub onnxruntime_version: String,
+    pub onnxruntime_library: PathBuf,
+    pub device: String,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub patch_size: [usize; 3],
+    pub batch_size: usize,
+    pub execution_provider: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnsembleInfo {
+    pub mode: String,
+    pub passes_per_model: usize,
+    pub total_passes: usize,
+    pub sigma: f32,
+    pub seed: u64,
+    pub noise_region: String,
+    pub aggregation: String,
+    pub overlap: f64,
+    pub weighting: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PreprocessInfo {
+    pub model_orientation: String,
+    pub normalization: String,
+    pub crop_to_nonzero: bool,
+    /// Crop box in the canonical (model) orientation, `[z, y, x]`, end exclusive.
+    pub crop_canonical_zyx: CropBox,
+    pub outside_logit: f32,
+    pub channel_stats: BTreeMap<String, ChannelStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Thresholds {
+    pub logit: f32,
+    pub connectivity: u8,
+    pub min_voxels: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Statistics {
+    pub brain_voxels: usize,
+    pub positive_voxels: usize,
+    pub brain: DistributionInfo,
+    pub positive: DistributionInfo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DistributionInfo {
+    #[serde(flatten)]
+    pub moments: Moments,
+    pub histogram: Histogram,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobEntry {
+    pub id: u32,
+    pub voxels: usize,
+    pub volume_mm3: f64,
+    pub centroid_voxel: [f64; 3],
+    pub centroid_mm: [f64; 3],
+    pub bbox: BBox,
+    pub mean_logit: f64,
+    pub mean_probability: f64,
+    pub max_logit: f64,
+    pub mean_spread: f64,
+    pub model_mean_logits: BTreeMap<String, f64>,
+    pub pass_agreement: f64,
+    pub pass_logit_std: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BBox {
+    pub min_voxel: [usize; 3],
+    pub max_voxel: [usize; 3],
+}
+
+impl BlobEntry {
+    pub fn new(blob: &Blob, model_names: &[String]) -> BlobEntry {
+        let n = blob.pass_mean_logits.len().max(1) as f64;
+        let mean = blob.pass_mean_logits.iter().sum::<f64>() / n;
+        let var = blob
+            .pass_mean_logits
+            .iter()
+            .map(|v| (v - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0).max(1.0);
+        BlobEntry {
+            id: blob.id,
+            voxels: blob.voxels,
+            volume_mm3: blob.volume_mm3,
+            centroid_voxel: blob.centroid_ijk,
+            centroid_mm: blob.centroid_lps_mm,
+            bbox: BBox {
+                min_voxel: blob.bbox_min_ijk,
+                max_voxel: blob.bbox_max_ijk,
+            },
+            mean_logit: blob.mean_logit,
+            mean_probability: blob.mean_probability,
+            max_logit: blob.max_logit,
+            mean_spread: blob.mean_spread,
+            model_mean_logits: model_names
+                .iter()
+                .cloned()
+                .zip(blob.model_mean_logits.iter().copied())
+                .collect(),
+            pass_agreement: blob.pass_agreement,
+            pass_logit_std: var.sqrt(),
+        }
+    }
+}
+
+/// Report serialization and schema problems (an output failure).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("report does not conform to its schema: {0}")]
+    Schema(String),
+    #[error("cannot serialize the report: {0}")]
+    Serialize(String),
+}
+
+impl Report {
+    /// YAML and JSON text of the report, after validating it against the schema.
+    pub fn render(&self) -> Result<(String, String), ReportError> {
+        let value =
+            serde_json::to_value(self).map_err(|e| ReportError::Serialize(e.to_string()))?;
+        schema::validate(SchemaKind::Report, &value)
+            .map_err(|p| ReportError::Schema(p.join("; ")))?;
+        let json = serde_json::to_string_pretty(&value)
+            .map_err(|e| ReportError::Serialize(e.to_string()))?;
+        let yaml = crate::yaml::to_string(&value).map_err(ReportError::Serialize)?;
+        Ok((yaml, json + "\n"))
+    }
+}

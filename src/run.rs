@@ -1,0 +1,420 @@
+//! One case, end to end: load, reorient and normalize, run the ensemble, aggregate, find blobs,
+//! and write maps and the report atomically into the output folder.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ndarray::{Array3, Zip};
+
+use crate::aggregate::{sigmoid, Aggregate, Aggregator};
+use crate::blobs::{self, BlobOptions, Frame};
+use crate::ensemble::{self, EnsembleOptions, PassDone};
+use crate::error::Error;
+use crate::infer::ort::{Device, OrtModel, SessionOptions};
+use crate::infer::{runtime, Model};
+use crate::io::case::{self, Case, CaseSpec};
+use crate::io::nifti;
+use crate::output::{self, OutputError, Staging};
+use crate::pipeline::{ConfigError, MapKind, Pipeline};
+use crate::preprocess::{self, Prepared};
+use crate::report::{self, Report};
+use crate::stats;
+use crate::volume::{parse_axis_codes, AxisMap};
+use crate::window::WindowOptions;
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub pipeline: Pipeline,
+    pub pipeline_path: Option<PathBuf>,
+    pub case: CaseSpec,
+    pub out: PathBuf,
+    pub overwrite: bool,
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// Progress as the run goes.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Stage { name: &'static str, seconds: f64 },
+    Pass(PassDone),
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub out: PathBuf,
+    pub blobs: usize,
+}
+
+/// Stage timer that records into the report's `timings_s` and reports each stage.
+struct Clock<'a> {
+    timings: BTreeMap<String, f64>,
+    started: Instant,
+    on_event: &'a mut dyn FnMut(Event),
+}
+
+impl Clock<'_> {
+    fn stage<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.record(name, t);
+        out
+    }
+
+    fn record(&mut self, name: &'static str, since: Instant) {
+        let seconds = since.elapsed().as_secs_f64();
+        self.timings.insert(name.to_string(), seconds);
+        (self.on_event)(Event::Stage { name, seconds });
+    }
+}
+
+/// Threads to use: the configured count, else the CPU quota (`SLURM_CPUS_PER_TASK`, then the
+/// cgroup/affinity-aware count the OS reports).
+pub fn thread_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    if let Some(n) = std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Runs one case.
+pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSummary, Error> {
+    let p = &req.pipeline;
+    output::check_target(&req.out, req.overwrite)?;
+    let device = Device::parse(&p.execution.device).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "/execution/device: unknown device '{}'",
+            p.execution.device
+        ))
+    })?;
+    let threads = thread_count(p.execution.threads);
+    let mut clock = Clock {
+        timings: BTreeMap::new(),
+        started: Instant::now(),
+        on_event,
+    };
+
+    let files = case::resolve(&req.case, &p.channels)?;
+    let case = clock.stage("load", || case::load(&files, p.limits.max_voxels))?;
+    let target = parse_axis_codes(&p.orientation)
+        .ok_or_else(|| ConfigError::Invalid("/orientation: invalid".into()))?;
+    let axis_map = AxisMap::between(case.geometry.axis_codes(), target)
+        .ok_or_else(|| ConfigError::Invalid("/orientation: cannot map the input's axes".into()))?;
+    let prepared = clock.stage("preprocess", || {
+        let canonical = axis_map.to_canonical4(case.images.view());
+        preprocess::prepare(
+            canonical,
+            p.preprocess.crop_to_nonzero,
+            p.preprocess.crop_margin_voxels,
+        )
+    });
+
+    let (env, rt) = runtime::init(req.ort_lib.as_deref())?;
+    let session_opts = SessionOptions {
+        device,
+        intra_threads: threads,
+    };
+    let mut models: Vec<OrtModel> = clock.stage("load_models", || {
+        p.models
+            .iter()
+            .map(|m| OrtModel::open(env, m, &p.channels, session_opts))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let model_entries = model_entries(&models, p, device);
+    let t = Instant::now();
+    let aggregate = run_ensemble(&mut models, &prepared, p, &mut *clock.on_event)?;
+    clock.record("ensemble", t);
+
+    let frame = Frame {
+        crop: prepared.crop,
+        axis_map,
+        input: &case.geometry,
+    };
+    let blob_opts = BlobOptions {
+        threshold: p.blobs.threshold,
+        connectivity: p.blobs.connectivity,
+        min_voxels: p.blobs.min_voxels,
+    };
+    let (labels, found) = clock.stage("blobs", || {
+        blobs::find(&aggregate, models.len(), &blob_opts, &frame)
+    });
+    let statistics = clock.stage("statistics", || statistics(&aggregate, &prepared, p));
+
+    let staging = Staging::new(&req.out, req.overwrite)?;
+    let outputs = clock.stage("write_maps", || {
+        write_maps(&staging, &case, &prepared, axis_map, &aggregate, &labels, p)
+    })?;
+    clock
+        .timings
+        .insert("total".to_string(), clock.started.elapsed().as_secs_f64());
+    let names: Vec<String> = models.iter().map(|m| m.name().to_string()).collect();
+    let report = Report {
+        schema_version: 1,
+        tool: report::Tool {
+            name: "stochseg".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        case: case_info(&case),
+        pipeline: report::PipelineInfo {
+            name: p.name.clone(),
+            config: req.pipeline_path.clone(),
+        },
+        runtime: report::RuntimeInfo {
+            onnxruntime_version: rt.version.clone(),
+            onnxruntime_library: rt.library.clone(),
+            device: p.execution.device.clone(),
+            threads,
+        },
+        models: model_entries,
+        ensemble: ensemble_info(p),
+        preprocess: preprocess_info(&prepared, p, &case.channels),
+        thresholds: report::Thresholds {
+            logit: p.blobs.threshold,
+            connectivity: p.blobs.connectivity,
+            min_voxels: p.blobs.min_voxels,
+        },
+        statistics,
+        blobs: found
+            .iter()
+            .map(|b| report::BlobEntry::new(b, &names))
+            .collect(),
+        outputs: outputs
+            .iter()
+            .cloned()
+            .chain(["report.yaml".to_string(), "report.json".to_string()])
+            .collect(),
+        timings_s: clock.timings.clone(),
+    };
+    let (yaml, json) = report.render().map_err(OutputError::from)?;
+    staging.write("report.yaml", &yaml)?;
+    staging.write("report.json", &json)?;
+    let out = staging.commit()?;
+    Ok(RunSummary {
+        out,
+        blobs: found.len(),
+    })
+}
+
+fn run_ensemble(
+    models: &mut [OrtModel],
+    prepared: &Prepared,
+    p: &Pipeline,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Aggregate, Error> {
+    let opts = EnsembleOptions {
+        passes: p.passes_per_model(),
+        sigma: p.effective_sigma(),
+        seed: p.ensemble.seed,
+        noise_region: p.ensemble.noise_region,
+        window: WindowOptions {
+            overlap: p.inference.overlap,
+            weighting: p.inference.weighting,
+            batch_size: p.inference.batch_size,
+        },
+    };
+    let mut aggregator = Aggregator::new(prepared.crop.shape(), p.ensemble.aggregation);
+    let mut boxed: Vec<Box<dyn Model + '_>> = models
+        .iter_mut()
+        .map(|m| Box::new(m) as Box<dyn Model>)
+        .collect();
+    ensemble::run(
+        &mut boxed,
+        prepared.image.view(),
+        prepared.brain.view(),
+        &opts,
+        &mut aggregator,
+        &mut |d| on_event(Event::Pass(d)),
+    )?;
+    Ok(aggregator.finish())
+}
+
+fn statistics(aggregate: &Aggregate, prepared: &Prepared, p: &Pipeline) -> report::Statistics {
+    let mut brain = Vec::new();
+    let mut positive = Vec::new();
+    Zip::from(&aggregate.logit)
+        .and(&prepared.brain)
+        .for_each(|&v, &inside| {
+            if inside {
+                brain.push(v);
+            }
+            if v > p.blobs.threshold {
+                positive.push(v);
+            }
+        });
+    let lo = brain.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = brain.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let edges = if brain.is_empty() {
+        stats::edges(0.0, 1.0, p.outputs.histogram_bins)
+    } else {
+        stats::edges(
+            f64::from(lo.floor()),
+            f64::from(hi.ceil()),
+            p.outputs.histogram_bins,
+        )
+    };
+    let describe = |v: &[f32]| report::DistributionInfo {
+        moments: stats::moments(v),
+        histogram: stats::histogram(v, &edges),
+    };
+    report::Statistics {
+        brain_voxels: brain.len(),
+        positive_voxels: positive.len(),
+        brain: describe(&brain),
+        positive: describe(&positive),
+    }
+}
+
+fn write_maps(
+    staging: &Staging,
+    case: &Case,
+    prepared: &Prepared,
+    axis_map: AxisMap,
+    aggregate: &Aggregate,
+    labels: &Array3<u32>,
+    p: &Pipeline,
+) -> Result<Vec<String>, OutputError> {
+    let outside = p.inference.outside_logit;
+    let to_input_f32 = |m: &Array3<f32>, fill: f32| {
+        axis_map.to_input(preprocess::uncrop(
+            m.view(),
+            &prepared.crop,
+            prepared.canonical_shape,
+            fill,
+        ))
+    };
+    let mut written = Vec::new();
+    for kind in &p.outputs.maps {
+        let path = staging.file(kind.file_name());
+        let result = match kind {
+            MapKind::MeanLogits => nifti::write_map(
+                &path,
+                to_input_f32(&aggregate.mean_logit, outside).view(),
+                &case.reference_header,
+                "stochseg mean logit",
+            ),
+            MapKind::StdLogits => nifti::write_map(
+                &path,
+                to_input_f32(&aggregate.std_logit, 0.0).view(),
+                &case.reference_header,
+                "stochseg logit std",
+            ),
+            MapKind::Probability => nifti::write_map(
+                &path,
+                to_input_f32(&aggregate.probability, sigmoid(outside)).view(),
+                &case.reference_header,
+                "stochseg probability",
+            ),
+            MapKind::Labels => {
+                let full = axis_map.to_input(preprocess::uncrop(
+                    labels.view(),
+                    &prepared.crop,
+                    prepared.canonical_shape,
+                    0,
+                ));
+                let as_i32 = full.mapv(|v| v as i32);
+                nifti::write_map(
+                    &path,
+                    as_i32.view(),
+                    &case.reference_header,
+                    "stochseg blob ids",
+                )
+            }
+        };
+        result.map_err(|e| OutputError::Io {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        written.push(kind.file_name().to_string());
+    }
+    Ok(written)
+}
+
+fn case_info(case: &Case) -> report::CaseInfo {
+    let g = &case.geometry;
+    report::CaseInfo {
+        id: case.id.clone(),
+        inputs: case
+            .channels
+            .iter()
+            .zip(&case.paths)
+            .map(|(c, path)| report::InputEntry {
+                channel: c.clone(),
+                path: path.clone(),
+            })
+            .collect(),
+        geometry: report::GeometryInfo {
+            shape_ijk: g.shape_ijk,
+            spacing_mm: g.spacing_mm(),
+            axis_codes: g.axis_codes().iter().collect(),
+            coordinate_system: "LPS".into(),
+            affine_lps: g.affine_lps,
+        },
+    }
+}
+
+fn model_entries(models: &[OrtModel], p: &Pipeline, device: Device) -> Vec<report::ModelEntry> {
+    models
+        .iter()
+        .map(|m| report::ModelEntry {
+            name: m.name().to_string(),
+            path: m.info.path.clone(),
+            sha256: m.info.sha256.clone(),
+            patch_size: m.patch_size(),
+            batch_size: m.fixed_batch().unwrap_or(p.inference.batch_size),
+            execution_provider: device.provider_name().to_string(),
+            metadata: m.info.metadata.clone(),
+        })
+        .collect()
+}
+
+fn ensemble_info(p: &Pipeline) -> report::EnsembleInfo {
+    report::EnsembleInfo {
+        mode: snake(&p.ensemble.mode),
+        passes_per_model: p.passes_per_model(),
+        total_passes: p.passes_per_model() * p.models.len(),
+        sigma: p.effective_sigma(),
+        seed: p.ensemble.seed,
+        noise_region: snake(&p.ensemble.noise_region),
+        aggregation: snake(&p.ensemble.aggregation),
+        overlap: p.inference.overlap,
+        weighting: snake(&p.inference.weighting),
+    }
+}
+
+fn preprocess_info(
+    prepared: &Prepared,
+    p: &Pipeline,
+    channels: &[String],
+) -> report::PreprocessInfo {
+    report::PreprocessInfo {
+        model_orientation: p.orientation.to_ascii_uppercase(),
+        normalization: "zscore_nonzero".into(),
+        crop_to_nonzero: p.preprocess.crop_to_nonzero,
+        crop_canonical_zyx: prepared.crop,
+        outside_logit: p.inference.outside_logit,
+        channel_stats: channels
+            .iter()
+            .cloned()
+            .zip(prepared.channel_stats.iter().copied())
+            .collect(),
+    }
+}
+
+/// Snake-case name of a config enum, as serde writes it.
+fn snake<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
