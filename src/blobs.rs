@@ -140,13 +140,13 @@ impl Frame<'_> {
             zyx[0] + self.crop.start_zyx[0] as f64,
         ];
         let mut out = [0.0; 3];
-        for c in 0..3 {
+        for (c, &v) in canon_ijk.iter().enumerate() {
             let axis = self.axis_map.source[c];
             let n = self.input.shape_ijk[axis] as f64;
             out[axis] = if self.axis_map.flip[c] {
-                n - 1.0 - canon_ijk[c]
+                n - 1.0 - v
             } else {
-                canon_ijk[c]
+                v
             };
         }
         out

@@ -388,7 +388,7 @@ fn set<T>(slot: &mut T, value: Option<T>) {
 /// Parses `PATH[:DxHxW]` as given to `--model`.
 pub fn parse_model_arg(arg: &str) -> Result<ModelSpec, ConfigError> {
     let (path, patch) = match arg.rsplit_once(':') {
-        Some((p, size)) if size.contains('x') => (p, Some(parse_patch(size)?)),
+        Some((p, size)) if looks_like_patch(size) => (p, Some(parse_patch(size)?)),
         _ => (arg, None),
     };
     Ok(ModelSpec {
@@ -397,6 +397,10 @@ pub fn parse_model_arg(arg: &str) -> Result<ModelSpec, ConfigError> {
         patch_size: patch,
         output_channel: 0,
     })
+}
+
+fn looks_like_patch(s: &str) -> bool {
+    s.contains('x') && s.chars().all(|c| c.is_ascii_digit() || c == 'x')
 }
 
 fn parse_patch(s: &str) -> Result<[usize; 3], ConfigError> {

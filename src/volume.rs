@@ -78,12 +78,7 @@ impl Geometry {
 
     /// Same geometry described in NIfTI's RAS frame.
     pub fn affine_ras(&self) -> [[f64; 4]; 4] {
-        let mut a = self.affine_lps;
-        for c in 0..4 {
-            a[0][c] = -a[0][c];
-            a[1][c] = -a[1][c];
-        }
-        a
+        flip_xy(self.affine_lps)
     }
 
     /// True when two grids have the same shape and affines that agree within `tol_mm` at the
@@ -104,6 +99,16 @@ impl Geometry {
             (0..3).all(|r| (p[r] - q[r]).abs() <= tol_mm)
         })
     }
+}
+
+/// Converts an affine between RAS and LPS (negates the x and y rows; its own inverse).
+pub fn flip_xy(mut affine: [[f64; 4]; 4]) -> [[f64; 4]; 4] {
+    for row in affine.iter_mut().take(2) {
+        for v in row.iter_mut() {
+            *v = -*v + 0.0;
+        }
+    }
+    affine
 }
 
 fn det3(m: &[[f64; 3]; 3]) -> f64 {

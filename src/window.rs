@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn starts_cover_the_axis_evenly() {
         assert_eq!(window_starts(32, 32, 0.5), vec![0]);
-        assert_eq!(window_starts(100, 32, 0.5), vec![0, 17, 34, 51, 68]);
+        assert_eq!(window_starts(100, 32, 0.5), vec![0, 14, 27, 41, 54, 68]);
         assert_eq!(window_starts(10, 32, 0.5), vec![0]);
         for (size, patch, overlap) in [
             (97, 16, 0.5),
@@ -244,8 +244,9 @@ mod tests {
                             let worst = Zip::from(&out)
                                 .and(&want)
                                 .fold(0.0f32, |m, &a, &b| m.max((a - b).abs()));
+                            // f32 sums over up to 5^3 overlapping windows: a few ulps of |v| <= 4
                             assert!(
-                                worst <= 2e-6,
+                                worst <= 1e-5,
                                 "shape {shape:?} patch {patch:?} overlap {overlap}: {worst}"
                             );
                         }

@@ -150,21 +150,13 @@ fn affine_lps(h: &NiftiHeader) -> Result<[[f64; 4]; 4], String> {
     } else {
         base_affine(h)
     };
-    let mut a = ras;
-    for c in 0..4 {
-        a[0][c] = -a[0][c];
-        a[1][c] = -a[1][c];
-    }
-    let lin = [
-        [a[0][0], a[0][1], a[0][2]],
-        [a[1][0], a[1][1], a[1][2]],
-        [a[2][0], a[2][1], a[2][2]],
-    ];
+    let a = crate::volume::flip_xy(ras);
     let finite = a.iter().flatten().all(|v| v.is_finite());
-    let det = lin[0][0] * (lin[1][1] * lin[2][2] - lin[1][2] * lin[2][1])
-        - lin[0][1] * (lin[1][0] * lin[2][2] - lin[1][2] * lin[2][0])
-        + lin[0][2] * (lin[1][0] * lin[2][1] - lin[1][1] * lin[2][0]);
-    if !finite || det.abs() < 1e-12 {
+    let probe = Geometry {
+        shape_ijk: [1; 3],
+        affine_lps: a,
+    };
+    if !finite || probe.voxel_volume_mm3() < 1e-12 {
         return Err("the affine (sform/qform) is singular or not finite".to_string());
     }
     Ok(a)
