@@ -300,19 +300,22 @@ fn write_maps(
             MapKind::MeanLogits => nifti::write_map(
                 &path,
                 to_input_f32(&aggregate.mean_logit, outside).view(),
-                &case.reference_header,
+                &case.geometry,
+                case.nifti_header(),
                 "stochseg mean logit",
             ),
             MapKind::StdLogits => nifti::write_map(
                 &path,
                 to_input_f32(&aggregate.std_logit, 0.0).view(),
-                &case.reference_header,
+                &case.geometry,
+                case.nifti_header(),
                 "stochseg logit std",
             ),
             MapKind::Probability => nifti::write_map(
                 &path,
                 to_input_f32(&aggregate.probability, sigmoid(outside)).view(),
-                &case.reference_header,
+                &case.geometry,
+                case.nifti_header(),
                 "stochseg probability",
             ),
             MapKind::Labels => {
@@ -326,7 +329,8 @@ fn write_maps(
                 nifti::write_map(
                     &path,
                     as_i32.view(),
-                    &case.reference_header,
+                    &case.geometry,
+                    case.nifti_header(),
                     "stochseg blob ids",
                 )
             }

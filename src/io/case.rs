@@ -30,8 +30,47 @@ pub struct Case {
     /// `[c, z, y, x]` voxel values after the file's scaling.
     pub images: Array4<f32>,
     pub geometry: Geometry,
-    /// Header of the first channel: the grid every output NIfTI is written on.
-    pub reference_header: ::nifti::NiftiHeader,
+    /// Where each channel came from, in channel order.
+    pub sources: Vec<Source>,
+}
+
+/// The origin of one channel, as the writers need it.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A NIfTI file and its header (output NIfTI maps copy the first one's geometry fields).
+    Nifti(::nifti::NiftiHeader),
+    /// A DICOM series.
+    Dicom(DicomSource),
+}
+
+/// What derived DICOM objects (a SEG) need to reference a source series and copy its patient
+/// and study. Values are the source's own strings.
+#[derive(Debug, Clone, Default)]
+pub struct DicomSource {
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+    pub frame_of_reference_uid: String,
+    /// `(SOPClassUID, SOPInstanceUID)` of the slice at each k of the input grid.
+    pub instances: Vec<(String, String)>,
+    /// Patient, study and equipment attributes to copy into derived objects, as
+    /// `(DICOM keyword, value)`; patient identifiers are only used where the config allows it.
+    pub attributes: Vec<(String, String)>,
+    /// ImageOrientationPatient as written in the source, kept verbatim for derived objects.
+    pub image_orientation: String,
+    /// ImagePositionPatient of each slice (k order), as written in the source.
+    pub image_positions: Vec<String>,
+    /// PixelSpacing as written in the source.
+    pub pixel_spacing: String,
+}
+
+impl Case {
+    /// The NIfTI header output maps copy their geometry fields from, if the case came from NIfTI.
+    pub fn nifti_header(&self) -> Option<&::nifti::NiftiHeader> {
+        self.sources.iter().find_map(|s| match s {
+            Source::Nifti(h) => Some(h),
+            Source::Dicom(_) => None,
+        })
+    }
 }
 
 /// Resolves which file holds each channel.
@@ -121,7 +160,10 @@ pub fn load(files: &[(String, PathBuf)], max_voxels: usize) -> Result<Case, Inpu
         paths: files.iter().map(|(_, p)| p.clone()).collect(),
         images: stacked,
         geometry: images[0].geometry.clone(),
-        reference_header: images[0].header.clone(),
+        sources: images
+            .iter()
+            .map(|i| Source::Nifti(i.header.clone()))
+            .collect(),
     })
 }
 

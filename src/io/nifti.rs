@@ -224,17 +224,23 @@ fn base_affine(h: &NiftiHeader) -> [[f64; 4]; 4] {
     out
 }
 
-/// Writes a `[z, y, x]` map as NIfTI on the grid of `reference` (same sform, qform, pixdim).
+/// Writes a `[z, y, x]` map as NIfTI on `geometry`. With a `reference` header (the input was
+/// NIfTI) its geometry fields (sform, qform, pixdim, units) are copied verbatim, so the output
+/// carries the input's affine bit for bit; otherwise sform and qform are built from `geometry`.
 pub fn write_map<T>(
     path: &Path,
     data: ArrayView3<T>,
-    reference: &NiftiHeader,
+    geometry: &Geometry,
+    reference: Option<&NiftiHeader>,
     description: &str,
 ) -> std::io::Result<()>
 where
     T: DataElement + bytemuck::Pod,
 {
-    let mut header = reference.clone();
+    let mut header = match reference {
+        Some(h) => h.clone(),
+        None => header_for(geometry),
+    };
     header.cal_min = 0.0;
     header.cal_max = 0.0;
     header.intent_code = 0;
@@ -246,4 +252,124 @@ where
         .reference_header(&header)
         .write_nifti(&data.reversed_axes())
         .map_err(|e| std::io::Error::other(format!("cannot write {}: {e}", path.display())))
+}
+
+/// A header whose sform (and qform, when the axes are orthogonal) encode `geometry`.
+pub fn header_for(geometry: &Geometry) -> NiftiHeader {
+    let ras = crate::volume::flip_xy(geometry.affine_lps);
+    let mut h = NiftiHeader::default();
+    let spacing = geometry.spacing_mm();
+    h.pixdim = [
+        1.0,
+        spacing[0] as f32,
+        spacing[1] as f32,
+        spacing[2] as f32,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ];
+    h.xyzt_units = 2; // millimetres
+    h.sform_code = 1;
+    h.srow_x = ras[0].map(|v| v as f32);
+    h.srow_y = ras[1].map(|v| v as f32);
+    h.srow_z = ras[2].map(|v| v as f32);
+    set_qform(&mut h, &ras, spacing);
+    h
+}
+
+/// Quaternion form of a rotation-and-scaling affine (NIfTI-1 standard, method 2).
+fn set_qform(h: &mut NiftiHeader, ras: &[[f64; 4]; 4], spacing: [f64; 3]) {
+    let mut r = [[0.0; 3]; 3];
+    for (row, out) in r.iter_mut().enumerate() {
+        for (c, v) in out.iter_mut().enumerate() {
+            *v = ras[row][c] / spacing[c];
+        }
+    }
+    let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1])
+        - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+        + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+    let qfac = if det < 0.0 { -1.0 } else { 1.0 };
+    if qfac < 0.0 {
+        for row in r.iter_mut() {
+            row[2] = -row[2];
+        }
+    }
+    let trace = r[0][0] + r[1][1] + r[2][2];
+    let (a, b, c, d) = if trace > -0.99 {
+        let a = 0.5 * (1.0 + trace).sqrt();
+        (
+            a,
+            0.25 * (r[2][1] - r[1][2]) / a,
+            0.25 * (r[0][2] - r[2][0]) / a,
+            0.25 * (r[1][0] - r[0][1]) / a,
+        )
+    } else if r[0][0] > r[1][1] && r[0][0] > r[2][2] {
+        let b = 0.5 * (1.0 + r[0][0] - r[1][1] - r[2][2]).sqrt();
+        (
+            0.25 * (r[2][1] - r[1][2]) / b,
+            b,
+            0.25 * (r[0][1] + r[1][0]) / b,
+            0.25 * (r[0][2] + r[2][0]) / b,
+        )
+    } else if r[1][1] > r[2][2] {
+        let c = 0.5 * (1.0 + r[1][1] - r[0][0] - r[2][2]).sqrt();
+        (
+            0.25 * (r[0][2] - r[2][0]) / c,
+            0.25 * (r[0][1] + r[1][0]) / c,
+            c,
+            0.25 * (r[1][2] + r[2][1]) / c,
+        )
+    } else {
+        let d = 0.5 * (1.0 + r[2][2] - r[0][0] - r[1][1]).sqrt();
+        (
+            0.25 * (r[1][0] - r[0][1]) / d,
+            0.25 * (r[0][2] + r[2][0]) / d,
+            0.25 * (r[1][2] + r[2][1]) / d,
+            d,
+        )
+    };
+    let sign = if a < 0.0 { -1.0 } else { 1.0 };
+    h.qform_code = 1;
+    h.pixdim[0] = qfac as f32;
+    h.quatern_b = (sign * b) as f32;
+    h.quatern_c = (sign * c) as f32;
+    h.quatern_d = (sign * d) as f32;
+    h.quatern_x = ras[0][3] as f32;
+    h.quatern_y = ras[1][3] as f32;
+    h.quatern_z = ras[2][3] as f32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_for_round_trips_through_both_forms() {
+        // oblique, flipped, anisotropic
+        let (c, s) = (0.8f64, 0.6f64);
+        let g = Geometry {
+            shape_ijk: [5, 6, 7],
+            affine_lps: [
+                [-c * 0.9, s * 1.1, 0.0, 10.0],
+                [s * 0.9, c * 1.1, 0.0, -20.0],
+                [0.0, 0.0, -2.5, 30.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        };
+        let mut h = header_for(&g);
+        h.dim = [3, 5, 6, 7, 1, 1, 1, 1];
+        let from_sform = affine_lps(&h).unwrap();
+        h.sform_code = 0;
+        let from_qform = affine_lps(&h).unwrap();
+        for r in 0..3 {
+            for col in 0..4 {
+                assert!((from_sform[r][col] - g.affine_lps[r][col]).abs() < 1e-5);
+                assert!(
+                    (from_qform[r][col] - g.affine_lps[r][col]).abs() < 1e-5,
+                    "{from_qform:?}"
+                );
+            }
+        }
+    }
 }
