@@ -14,7 +14,7 @@ DEMO_OUT ?= out/demo
 ORT_LIB = $(lastword $(sort $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: setup build demo test test-rust test-python lint clean
+.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,24 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet onnxruntime==$(ORT_VERSION) -r tests/python/requirements.txt
 	touch $@
+
+# GPU: the onnxruntime-gpu wheel with its CUDA 13 / cuDNN 9 wheels (and TensorRT 10 with
+# TENSORRT=1) in .venv-gpu; the binary preloads them from there by absolute path.
+GPU_VENV := .venv-gpu
+GPU_ORT_LIB = $(lastword $(sort $(wildcard $(GPU_VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
+
+setup-gpu: $(GPU_VENV)/.installed
+
+$(GPU_VENV)/.installed:
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install --quiet "onnxruntime-gpu[cuda,cudnn]==$(ORT_VERSION)" numpy
+	if [ -n "$(TENSORRT)" ]; then $(GPU_VENV)/bin/python -m pip install --quiet "tensorrt-cu13-libs>=10,<11"; fi
+	touch $@
+
+# on a machine with an NVIDIA GPU: CPU vs CUDA (vs TensorRT) on the demo, agreement and timings
+gpu-check: setup-gpu build
+	ORT_DYLIB_PATH=$(abspath $(GPU_ORT_LIB)) PYTHON=$(GPU_VENV)/bin/python tests/gpu/device_check.sh $(BIN)
 
 build:
 	cargo build --release --locked

@@ -45,9 +45,9 @@ impl Error {
         match self {
             Error::Config(_) => ExitCode::Usage,
             Error::Input(_) => ExitCode::Input,
+            Error::Model(ModelError::Interrupted) | Error::Interrupted => ExitCode::Interrupted,
             Error::Model(_) => ExitCode::Model,
             Error::Output(_) => ExitCode::Output,
-            Error::Interrupted => ExitCode::Interrupted,
         }
     }
 }

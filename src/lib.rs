@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod blobs;
+pub mod cancel;
 pub mod ensemble;
 pub mod error;
 pub mod infer;
@@ -15,6 +16,7 @@ pub mod preprocess;
 pub mod report;
 pub mod run;
 pub mod schema;
+pub mod seg;
 pub mod stats;
 pub mod volume;
 pub mod window;

@@ -85,11 +85,14 @@ struct ConfigArgs {
     #[arg(long)]
     deterministic: bool,
     /// Threshold on the aggregated logit.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     threshold: Option<f32>,
-    /// cpu, cuda[:N] or tensorrt[:N].
+    /// cpu, cuda[:N] or tensorrt[:N] (replaces the config's provider list).
     #[arg(long)]
     device: Option<String>,
+    /// Fall back to the next configured provider when one cannot be had.
+    #[arg(long)]
+    allow_fallback: bool,
     /// Threads (default: the CPU quota).
     #[arg(long)]
     threads: Option<usize>,
@@ -117,6 +120,10 @@ struct RunArgs {
     /// Replace an existing output folder.
     #[arg(long)]
     overwrite: bool,
+    /// Also write the input channels as DICOM MR series (OUT/source-dicom/) that the DICOM SEG
+    /// references (NIfTI input only).
+    #[arg(long)]
+    write_source_dicom: bool,
 }
 
 fn main() -> ProcessExit {
@@ -132,6 +139,9 @@ fn main() -> ProcessExit {
         }
     };
     init_logging(&cli);
+    if let Err(e) = ctrlc::set_handler(stochseg::cancel::request) {
+        tracing::warn!("cannot install the interrupt handler: {e}");
+    }
     match dispatch(&cli) {
         Ok(()) => ProcessExit::SUCCESS,
         Err(e) => {
@@ -183,7 +193,7 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
     }
 }
 
-fn load_pipeline(args: &ConfigArgs) -> Result<Pipeline, Error> {
+fn load_pipeline(args: &ConfigArgs, write_source_dicom: bool) -> Result<Pipeline, Error> {
     let models = args
         .models
         .iter()
@@ -207,9 +217,11 @@ fn load_pipeline(args: &ConfigArgs) -> Result<Pipeline, Error> {
         deterministic: args.deterministic,
         threshold: args.threshold,
         device: args.device.clone(),
+        allow_fallback: args.allow_fallback,
         threads: args.threads,
         batch_size: args.batch_size,
         overlap: args.overlap,
+        write_source_dicom,
     };
     Ok(base.apply(overrides)?)
 }
@@ -255,7 +267,7 @@ fn case_spec(args: &RunArgs, channels: &[String]) -> Result<CaseSpec, ConfigErro
 }
 
 fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
-    let pipeline = load_pipeline(&args.config)?;
+    let pipeline = load_pipeline(&args.config, args.write_source_dicom)?;
     let case = case_spec(args, &pipeline.channels)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(run::thread_count(pipeline.execution.threads))
@@ -286,20 +298,24 @@ fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
 }
 
 fn validate(cli: &Cli, args: &ConfigArgs) -> Result<(), Error> {
-    let pipeline = load_pipeline(args)?;
-    let (env, _) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
-    let opts = stochseg::infer::ort::SessionOptions {
-        device: stochseg::infer::ort::Device::Cpu,
+    let pipeline = load_pipeline(args, false)?;
+    let (env, rt) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
+    let plan = stochseg::infer::providers::ProviderPlan::from_config(&pipeline.execution)?;
+    let opts = stochseg::infer::ort::OpenOptions {
+        plan: &plan,
+        runtime: rt,
         intra_threads: 1,
+        batch_size: pipeline.inference.batch_size,
     };
     for spec in &pipeline.models {
-        let model = stochseg::infer::ort::OrtModel::open(env, spec, &pipeline.channels, opts)?;
+        let model = stochseg::infer::ort::OrtModel::open(env, spec, &pipeline.channels, &opts)?;
         use stochseg::infer::Model;
         println!(
-            "model {}: patch {:?}, batch {:?}, ok",
+            "model {}: patch {:?}, batch {:?}, provider {}, ok",
             model.name(),
             model.patch_size(),
-            model.fixed_batch()
+            model.fixed_batch(),
+            model.device().provider_name()
         );
     }
     println!("pipeline {}: ok", pipeline.name);

@@ -1,7 +1,9 @@
 //! Atomic output folders: everything is written into a staging folder beside `--out`
 //! (`.<name>.partial-<pid>`), and only a complete result is renamed into place. A failed or
 //! interrupted run removes its staging folder; an existing `--out` is refused unless overwriting
-//! is asked for, and then replaced in one rename.
+//! is asked for, and then replaced in one rename. While a run stages, it holds an exclusive lock
+//! on `.<name>.lock` beside the target, so a second run into the same folder is refused instead
+//! of racing the first; staging folders left by killed runs (their process is gone) are removed.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,8 @@ pub enum OutputError {
     Exists { path: PathBuf },
     #[error("{path}: {reason}")]
     Io { path: PathBuf, reason: String },
+    #[error("{path}: another stochseg run is writing this output folder")]
+    Locked { path: PathBuf },
     #[error("{0}")]
     Report(#[from] crate::report::ReportError),
 }
@@ -30,6 +34,7 @@ pub struct Staging {
     dir: PathBuf,
     overwrite: bool,
     committed: bool,
+    lock: Option<(std::fs::File, PathBuf)>,
 }
 
 /// Refuses early when `target` exists and may not be replaced.
@@ -51,17 +56,19 @@ impl Staging {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(|e| io_error(&parent, e))?;
+        let lock = take_lock(&parent.join(format!(".{name}.lock")), target)?;
+        remove_abandoned(&parent, name);
         let dir = parent.join(format!(".{name}.partial-{}", std::process::id()));
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         }
         std::fs::create_dir(&dir).map_err(|e| io_error(&dir, e))?;
-        Ok(Staging {
-            target: target.to_path_buf(),
-            dir,
-            overwrite,
-            committed: false,
-        })
+        Ok(Staging { target: target.to_path_buf(), dir, overwrite, committed: false, lock: Some(lock) })
+    }
+
+    /// The staging folder itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Path of a file inside the staging folder.
@@ -99,6 +106,40 @@ impl Drop for Staging {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+        if let Some((file, path)) = self.lock.take() {
+            let _ = std::fs::remove_file(&path);
+            drop(file);
+        }
+    }
+}
+
+/// Opens and exclusively locks `path`; refuses when another process holds it.
+fn take_lock(path: &Path, target: &Path) -> Result<(std::fs::File, PathBuf), OutputError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok((file, path.to_path_buf())),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OutputError::Locked { path: target.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(path, e)),
+    }
+}
+
+/// Removes `.<name>.partial-<pid>` folders whose process no longer runs (a killed run).
+fn remove_abandoned(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -115,6 +156,20 @@ mod tests {
             s.write("report.yaml", "x").unwrap();
         }
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn second_writer_is_refused_and_abandoned_staging_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("case1");
+        // a staging folder of a process that no longer exists (pid beyond pid_max)
+        let stale = tmp.path().join(".case1.partial-4294967");
+        std::fs::create_dir(&stale).unwrap();
+        let first = Staging::new(&target, false).unwrap();
+        assert!(!stale.exists());
+        assert!(matches!(Staging::new(&target, true), Err(OutputError::Locked { .. })));
+        drop(first);
+        assert!(Staging::new(&target, false).is_ok());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `schemas/pipeline.schema.yaml` (unknown keys rejected; errors name the key path), then
 //! overridden by command-line values. Model paths are resolved relative to the config file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,10 @@ pub struct Pipeline {
     pub execution: Execution,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub dicom: DicomInput,
+    #[serde(default)]
+    pub dicom_output: DicomOutput,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -164,14 +169,111 @@ pub struct Outputs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Execution {
-    pub device: String,
+    pub providers: Vec<String>,
+    pub allow_fallback: bool,
+    pub tensorrt: TensorRtOptions,
+    pub cuda: CudaOptions,
     pub threads: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorRtOptions {
+    /// Engine and timing caches; empty = `$XDG_CACHE_HOME/stochseg/tensorrt`.
+    pub cache_dir: String,
+    pub fp16: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CudaOptions {
+    pub conv_algorithm_search: ConvSearch,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvSearch {
+    #[default]
+    Exhaustive,
+    Heuristic,
+    Default,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_voxels: usize,
+}
+
+/// How DICOM input is read: which series in a folder holds which channel.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomInput {
+    /// Series rule per channel; channels not listed use the built-in rules for the BraTS names
+    /// (`crate::io::dicom::default_rule`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub series: BTreeMap<String, SeriesRule>,
+}
+
+/// Picks one DICOM series: every regular expression given must match (a search, not a full
+/// match, unless anchored) and `exclude_description` must not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeriesRule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_instance_uid: Option<String>,
+}
+
+impl SeriesRule {
+    /// `(key, pattern)` of each regular expression the rule sets.
+    pub fn patterns(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("series_description", &self.series_description),
+            ("exclude_description", &self.exclude_description),
+            ("series_number", &self.series_number),
+            ("series_instance_uid", &self.series_instance_uid),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// DICOM objects written with the NIfTI maps: `seg.dcm` always, the rest on request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DicomOutput {
+    /// One more segment per blob in `seg.dcm`, besides the whole tumor.
+    pub per_blob_segments: bool,
+    /// Also write `prob-seg.dcm`, a FRACTIONAL (probability) SEG of the probability map.
+    pub probability_seg: bool,
+    /// Leave out frames with no segmented voxel (a segment keeps one frame if all are empty).
+    pub omit_empty_frames: bool,
+    /// Write the input channels as DICOM MR series under `source-dicom/` (NIfTI input only).
+    pub write_source_dicom: bool,
+    /// PatientName of the objects written for NIfTI input (DICOM input keeps the source's).
+    pub patient_name: String,
+    /// PatientID of the objects written for NIfTI input; empty = the case id.
+    pub patient_id: String,
+}
+
+impl Default for DicomOutput {
+    fn default() -> Self {
+        DicomOutput {
+            per_blob_segments: false,
+            probability_seg: false,
+            omit_empty_frames: true,
+            write_source_dicom: false,
+            patient_name: "Anonymous^".to_string(),
+            patient_id: String::new(),
+        }
+    }
 }
 
 fn default_name() -> String {
@@ -240,7 +342,10 @@ impl Default for Outputs {
 impl Default for Execution {
     fn default() -> Self {
         Execution {
-            device: "cpu".to_string(),
+            providers: vec!["cpu".to_string()],
+            allow_fallback: false,
+            tensorrt: TensorRtOptions::default(),
+            cuda: CudaOptions::default(),
             threads: 0,
         }
     }
@@ -264,9 +369,11 @@ pub struct Overrides {
     pub deterministic: bool,
     pub threshold: Option<f32>,
     pub device: Option<String>,
+    pub allow_fallback: bool,
     pub threads: Option<usize>,
     pub batch_size: Option<usize>,
     pub overlap: Option<f64>,
+    pub write_source_dicom: bool,
 }
 
 impl Pipeline {
@@ -324,6 +431,8 @@ impl Pipeline {
             outputs: Outputs::default(),
             execution: Execution::default(),
             limits: Limits::default(),
+            dicom: DicomInput::default(),
+            dicom_output: DicomOutput::default(),
         }
     }
 
@@ -339,10 +448,19 @@ impl Pipeline {
         set(&mut self.ensemble.sigma, o.sigma);
         set(&mut self.ensemble.seed, o.seed);
         set(&mut self.blobs.threshold, o.threshold);
-        set(&mut self.execution.device, o.device);
+        if let Some(device) = o.device {
+            // `--device X --allow-fallback`: X, then the CPU
+            let fallback = o.allow_fallback && device != "cpu";
+            self.execution.providers = vec![device];
+            if fallback {
+                self.execution.providers.push("cpu".to_string());
+            }
+        }
+        self.execution.allow_fallback |= o.allow_fallback;
         set(&mut self.execution.threads, o.threads);
         set(&mut self.inference.batch_size, o.batch_size);
         set(&mut self.inference.overlap, o.overlap);
+        self.dicom_output.write_source_dicom |= o.write_source_dicom;
         let value = serde_json::to_value(&self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         schema::validate(SchemaKind::Pipeline, &value).map_err(|p| {
             ConfigError::Invalid(format!("after command-line overrides: {}", p.join("; ")))
@@ -358,6 +476,28 @@ impl Pipeline {
                 "/orientation: '{}' is not three orthogonal directions (e.g. LPS, RAS)",
                 self.orientation
             )));
+        }
+        self.check_dicom()
+    }
+
+    /// Every DICOM series rule names a channel and compiles.
+    fn check_dicom(&self) -> Result<(), ConfigError> {
+        for (channel, rule) in &self.dicom.series {
+            if !self.channels.contains(channel) {
+                return Err(ConfigError::Invalid(format!(
+                    "/dicom/series/{channel}: not one of the channels ({})",
+                    self.channels.join(", ")
+                )));
+            }
+            for (key, pattern) in rule.patterns() {
+                if let Err(e) = regex::Regex::new(pattern) {
+                    let why = e.to_string();
+                    let why = why.lines().last().unwrap_or("").trim();
+                    return Err(ConfigError::Invalid(format!(
+                        "/dicom/series/{channel}/{key}: invalid regular expression '{pattern}' ({why})"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -461,5 +601,29 @@ mod tests {
         assert_eq!(m.patch_size, Some([16, 64, 64]));
         assert_eq!(parse_model_arg("c:/x.onnx").unwrap().patch_size, None);
         assert!(parse_model_arg("m.onnx:16x0x4").is_err());
+    }
+
+    #[test]
+    fn dicom_series_rules_are_checked() {
+        let ok = "models: [{path: m.onnx}]\ndicom: {series: {t1c: {series_number: '^7$'}}}";
+        let p = Pipeline::from_yaml(ok, Path::new(".")).unwrap();
+        assert_eq!(p.dicom.series["t1c"].series_number.as_deref(), Some("^7$"));
+        // survives the re-check after command-line overrides
+        let p = p.apply(Overrides::default()).unwrap();
+        assert_eq!(p.dicom.series.len(), 1);
+        for (bad, path) in [
+            (
+                "{t1n: {series_description: '(x'}}",
+                "/dicom/series/t1n/series_description",
+            ),
+            ("{adc: {series_description: 'ADC'}}", "/dicom/series/adc"),
+            ("{t1n: {descripton: 'T1'}}", "descripton"),
+            ("{t1n: {}}", "/dicom/series/t1n"),
+        ] {
+            let yaml = format!("models: [{{path: m.onnx}}]\ndicom: {{series: {bad}}}");
+            let e = Pipeline::from_yaml(&yaml, Path::new(".")).unwrap_err();
+            assert!(e.to_string().contains(path), "{bad}: {e}");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
     }
 }

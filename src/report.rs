@@ -26,6 +26,8 @@ pub struct Report {
     pub statistics: Statistics,
     pub blobs: Vec<BlobEntry>,
     pub outputs: Vec<String>,
+    /// The DICOM SEG(s) written (`seg.dcm`, optionally `prob-seg.dcm`).
+    pub seg: crate::seg::SegSummary,
     pub timings_s: BTreeMap<String, f64>,
 }
 
@@ -67,7 +69,8 @@ pub struct PipelineInfo {
 pub struct RuntimeInfo {
     pub onnxruntime_version: String,
     pub onnxruntime_library: PathBuf,
-    pub device: String,
+    pub providers_requested: Vec<String>,
+    pub allow_fallback: bool,
     pub threads: usize,
 }
 
@@ -143,6 +146,9 @@ pub struct BlobEntry {
     pub model_mean_logits: BTreeMap<String, f64>,
     pub pass_agreement: f64,
     pub pass_logit_std: f64,
+    /// Segment number of this blob in `seg.dcm` (only with per-blob segments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seg_segment_number: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,6 +188,7 @@ impl BlobEntry {
                 .collect(),
             pass_agreement: blob.pass_agreement,
             pass_logit_std: var.sqrt(),
+            seg_segment_number: None,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! One case, end to end: load, reorient and normalize, run the ensemble, aggregate, find blobs,
-//! and write maps and the report atomically into the output folder.
+//! and write maps, the DICOM SEG and the report atomically into the output folder.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,10 +8,11 @@ use std::time::Instant;
 use ndarray::{Array3, Zip};
 
 use crate::aggregate::{sigmoid, Aggregate, Aggregator};
-use crate::blobs::{self, BlobOptions, Frame};
+use crate::blobs::{self, Blob, BlobOptions, Frame};
 use crate::ensemble::{self, EnsembleOptions, PassDone};
 use crate::error::Error;
-use crate::infer::ort::{Device, OrtModel, SessionOptions};
+use crate::infer::ort::{OpenOptions, OrtModel};
+use crate::infer::providers::ProviderPlan;
 use crate::infer::{runtime, Model};
 use crate::io::case::{self, Case, CaseSpec};
 use crate::io::nifti;
@@ -19,6 +20,7 @@ use crate::output::{self, OutputError, Staging};
 use crate::pipeline::{ConfigError, MapKind, Pipeline};
 use crate::preprocess::{self, Prepared};
 use crate::report::{self, Report};
+use crate::seg::{self, SegInputs, SegOptions, SegSummary};
 use crate::stats;
 use crate::volume::{parse_axis_codes, AxisMap};
 use crate::window::WindowOptions;
@@ -92,12 +94,7 @@ pub fn thread_count(configured: usize) -> usize {
 pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSummary, Error> {
     let p = &req.pipeline;
     output::check_target(&req.out, req.overwrite)?;
-    let device = Device::parse(&p.execution.device).ok_or_else(|| {
-        ConfigError::Invalid(format!(
-            "/execution/device: unknown device '{}'",
-            p.execution.device
-        ))
-    })?;
+    let plan = ProviderPlan::from_config(&p.execution)?;
     let threads = thread_count(p.execution.threads);
     let mut clock = Clock {
         timings: BTreeMap::new(),
@@ -105,8 +102,10 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         on_event,
     };
 
-    let files = case::resolve(&req.case, &p.channels)?;
-    let case = clock.stage("load", || case::load(&files, p.limits.max_voxels))?;
+    let case = clock.stage("load", || {
+        case::resolve(&req.case, &p.channels, &p.dicom)
+            .and_then(|files| case::load(&files, p.limits.max_voxels))
+    })?;
     let target = parse_axis_codes(&p.orientation)
         .ok_or_else(|| ConfigError::Invalid("/orientation: invalid".into()))?;
     let axis_map = AxisMap::between(case.geometry.axis_codes(), target)
@@ -121,17 +120,11 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     });
 
     let (env, rt) = runtime::init(req.ort_lib.as_deref())?;
-    let session_opts = SessionOptions {
-        device,
-        intra_threads: threads,
-    };
+    let open = OpenOptions { plan: &plan, runtime: rt, intra_threads: threads, batch_size: p.inference.batch_size };
     let mut models: Vec<OrtModel> = clock.stage("load_models", || {
-        p.models
-            .iter()
-            .map(|m| OrtModel::open(env, m, &p.channels, session_opts))
-            .collect::<Result<Vec<_>, _>>()
+        p.models.iter().map(|m| OrtModel::open(env, m, &p.channels, &open)).collect::<Result<Vec<_>, _>>()
     })?;
-    let model_entries = model_entries(&models, p, device);
+    let model_entries = model_entries(&models, p);
     let t = Instant::now();
     let aggregate = run_ensemble(&mut models, &prepared, p, &mut *clock.on_event)?;
     clock.record("ensemble", t);
@@ -155,6 +148,16 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     let outputs = clock.stage("write_maps", || {
         write_maps(&staging, &case, &prepared, axis_map, &aggregate, &labels, p)
     })?;
+    let seg = clock.stage("write_dicom", || {
+        let labels = on_input_grid(&labels, &prepared, axis_map, 0);
+        let probability = p.dicom_output.probability_seg.then(|| {
+            let fill = sigmoid(p.inference.outside_logit);
+            on_input_grid(&aggregate.probability, &prepared, axis_map, fill)
+        });
+        let parameters = algorithm_parameters(p, &models);
+        let grids = (&labels, probability.as_ref());
+        write_dicom(&staging, &case, grids, &found, p, &parameters)
+    })?;
     clock
         .timings
         .insert("total".to_string(), clock.started.elapsed().as_secs_f64());
@@ -173,7 +176,8 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         runtime: report::RuntimeInfo {
             onnxruntime_version: rt.version.clone(),
             onnxruntime_library: rt.library.clone(),
-            device: p.execution.device.clone(),
+            providers_requested: p.execution.providers.clone(),
+            allow_fallback: p.execution.allow_fallback,
             threads,
         },
         models: model_entries,
@@ -187,13 +191,18 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         statistics,
         blobs: found
             .iter()
-            .map(|b| report::BlobEntry::new(b, &names))
+            .map(|b| report::BlobEntry {
+                seg_segment_number: seg.segment_of_blob(b.id),
+                ..report::BlobEntry::new(b, &names)
+            })
             .collect(),
         outputs: outputs
             .iter()
             .cloned()
+            .chain(seg.files())
             .chain(["report.yaml".to_string(), "report.json".to_string()])
             .collect(),
+        seg,
         timings_s: clock.timings.clone(),
     };
     let (yaml, json) = report.render().map_err(OutputError::from)?;
@@ -344,6 +353,69 @@ fn write_maps(
     Ok(written)
 }
 
+/// A canonical-crop result mapped back onto the input grid (`fill` outside the crop), as the
+/// NIfTI maps are.
+fn on_input_grid<T: Clone>(
+    m: &Array3<T>,
+    prepared: &Prepared,
+    axis_map: AxisMap,
+    fill: T,
+) -> Array3<T> {
+    axis_map.to_input(preprocess::uncrop(
+        m.view(),
+        &prepared.crop,
+        prepared.canonical_shape,
+        fill,
+    ))
+}
+
+/// The DICOM SEG(s) (and, on request, the source channels as DICOM) from the labels and
+/// probability on the input grid.
+fn write_dicom(
+    staging: &Staging,
+    case: &Case,
+    (labels, probability): (&Array3<u32>, Option<&Array3<f32>>),
+    found: &[Blob],
+    p: &Pipeline,
+    parameters: &str,
+) -> Result<SegSummary, OutputError> {
+    let d = &p.dicom_output;
+    let options = SegOptions {
+        per_blob_segments: d.per_blob_segments,
+        probability_seg: d.probability_seg,
+        omit_empty_frames: d.omit_empty_frames,
+        write_source_dicom: d.write_source_dicom,
+        patient_name: d.patient_name.clone(),
+        patient_id: d.patient_id.clone(),
+    };
+    let inputs = SegInputs {
+        case,
+        labels: labels.view(),
+        probability: probability.map(|a| a.view()),
+        blobs: found,
+        algorithm_parameters: parameters,
+    };
+    Ok(seg::write(staging.dir(), &inputs, &options)?)
+}
+
+/// AlgorithmParameters of the SEG segments: what produced the mask.
+fn algorithm_parameters(p: &Pipeline, models: &[OrtModel]) -> String {
+    let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+    format!(
+        "models: {}; mode: {}; passes per model: {}; sigma: {}; seed: {}; aggregation: {}; \
+         threshold: {}; connectivity: {}; min voxels: {}",
+        names.join(", "),
+        snake(&p.ensemble.mode),
+        p.passes_per_model(),
+        p.effective_sigma(),
+        p.ensemble.seed,
+        snake(&p.ensemble.aggregation),
+        p.blobs.threshold,
+        p.blobs.connectivity,
+        p.blobs.min_voxels
+    )
+}
+
 fn case_info(case: &Case) -> report::CaseInfo {
     let g = &case.geometry;
     report::CaseInfo {
@@ -367,7 +439,7 @@ fn case_info(case: &Case) -> report::CaseInfo {
     }
 }
 
-fn model_entries(models: &[OrtModel], p: &Pipeline, device: Device) -> Vec<report::ModelEntry> {
+fn model_entries(models: &[OrtModel], p: &Pipeline) -> Vec<report::ModelEntry> {
     models
         .iter()
         .map(|m| report::ModelEntry {
@@ -376,7 +448,7 @@ fn model_entries(models: &[OrtModel], p: &Pipeline, device: Device) -> Vec<repor
             sha256: m.info.sha256.clone(),
             patch_size: m.patch_size(),
             batch_size: m.fixed_batch().unwrap_or(p.inference.batch_size),
-            execution_provider: device.provider_name().to_string(),
+            execution_provider: m.device().provider_name().to_string(),
             metadata: m.info.metadata.clone(),
         })
         .collect()

@@ -93,6 +93,9 @@ pub fn predict(
     let mut stitcher = Stitcher::new(padded_shape, importance_map(patch, opts.weighting));
     let mut buffer = Array5::<f32>::zeros((batch, input.shape()[0], patch[0], patch[1], patch[2]));
     for group in windows.chunks(batch) {
+        if crate::cancel::requested() {
+            return Err(ModelError::Interrupted);
+        }
         for (slot, w) in group.iter().enumerate() {
             buffer
                 .index_axis_mut(Axis(0), slot)

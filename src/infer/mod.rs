@@ -3,6 +3,7 @@
 //! module) is one implementation. `runtime` finds and loads the ONNX Runtime library.
 
 pub mod ort;
+pub mod providers;
 pub mod runtime;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub enum ModelError {
     NonFinite { model: String, count: usize },
     #[error("{0}")]
     Provider(String),
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// A segmentation network that maps a batch of patches `(N, C, D, H, W)` to one logit map per

@@ -13,47 +13,19 @@ use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
+use crate::infer::providers::{self, Device, ProviderPlan, ShapeHint};
+use crate::infer::runtime::Runtime;
 use crate::infer::{Model, ModelError};
 use crate::pipeline::ModelSpec;
 
-/// Where a session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda(i32),
-    TensorRt(i32),
-}
-
-impl Device {
-    /// Parses `cpu`, `cuda`, `cuda:N`, `tensorrt`, `tensorrt:N`.
-    pub fn parse(s: &str) -> Option<Device> {
-        let (kind, id) = match s.split_once(':') {
-            Some((k, n)) => (k, n.parse::<i32>().ok()?),
-            None => (s, 0),
-        };
-        match kind {
-            "cpu" if !s.contains(':') => Some(Device::Cpu),
-            "cuda" => Some(Device::Cuda(id)),
-            "tensorrt" => Some(Device::TensorRt(id)),
-            _ => None,
-        }
-    }
-
-    /// The execution provider's name as ONNX Runtime reports it.
-    pub fn provider_name(self) -> &'static str {
-        match self {
-            Device::Cpu => "CPUExecutionProvider",
-            Device::Cuda(_) => "CUDAExecutionProvider",
-            Device::TensorRt(_) => "TensorrtExecutionProvider",
-        }
-    }
-}
-
-/// Session settings.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionOptions {
-    pub device: Device,
+/// How sessions are made for one run.
+#[derive(Debug, Clone)]
+pub struct OpenOptions<'a> {
+    pub plan: &'a ProviderPlan,
+    pub runtime: &'a Runtime,
     pub intra_threads: usize,
+    /// Patches per call for models with a dynamic batch dimension.
+    pub batch_size: usize,
 }
 
 /// A tensor as the graph declares it.
@@ -85,6 +57,7 @@ pub struct OrtModel {
     patch: [usize; 3],
     batch: Option<usize>,
     output_channel: usize,
+    device: Device,
     pub info: ModelInfo,
 }
 
@@ -106,30 +79,16 @@ fn read_model(path: &Path) -> Result<(Vec<u8>, String), ModelError> {
 fn build_session(
     env: &ort::environment::Environment,
     bytes: &[u8],
-    opts: SessionOptions,
+    providers: Vec<ort::ep::ExecutionProviderDispatch>,
+    intra_threads: usize,
 ) -> ort::Result<Session> {
-    use ort::ep;
     let mut builder = Session::builder(env)?
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
-        .with_intra_threads(opts.intra_threads)?
+        .with_intra_threads(intra_threads)?
         .with_intra_op_spinning(false)?;
-    builder = match opts.device {
-        Device::Cpu => builder,
-        Device::Cuda(id) => builder.with_execution_providers([ep::CUDA::default()
-            .with_device_id(id)
-            .build()
-            .error_on_failure()])?,
-        Device::TensorRt(id) => builder.with_execution_providers([
-            ep::TensorRT::default()
-                .with_device_id(id)
-                .build()
-                .error_on_failure(),
-            ep::CUDA::default()
-                .with_device_id(id)
-                .build()
-                .error_on_failure(),
-        ])?,
-    };
+    if !providers.is_empty() {
+        builder = builder.with_execution_providers(providers)?;
+    }
     builder.commit_from_memory(bytes)
 }
 
@@ -156,34 +115,19 @@ fn tensor_info(outlet: &ort::value::Outlet) -> TensorInfo {
 
 /// Opens a model on the CPU and reads its declared inputs, outputs and metadata.
 pub fn inspect(env: &ort::environment::Environment, path: &Path) -> Result<ModelInfo, ModelError> {
-    load(
-        env,
-        path,
-        SessionOptions {
-            device: Device::Cpu,
-            intra_threads: 1,
-        },
-    )
-    .map(|(info, _)| info)
+    load(env, path, 1).map(|(info, _, _)| info)
 }
 
-/// Opens a session and reads what the model declares (no contract checks).
+/// Opens a CPU session and reads what the model declares (no contract checks).
 fn load(
     env: &ort::environment::Environment,
     path: &Path,
-    opts: SessionOptions,
-) -> Result<(ModelInfo, Session), ModelError> {
+    intra_threads: usize,
+) -> Result<(ModelInfo, Session, Vec<u8>), ModelError> {
     let (bytes, sha256) = read_model(path)?;
-    let session = build_session(env, &bytes, opts).map_err(|e| match opts.device {
-        Device::Cpu => ModelError::Load {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        },
-        device => ModelError::Provider(format!(
-            "{}: cannot use {} ({e}); run `make setup-gpu` or choose --device cpu",
-            path.display(),
-            device.provider_name()
-        )),
+    let session = build_session(env, &bytes, Vec::new(), intra_threads).map_err(|e| ModelError::Load {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     })?;
     let mut metadata = BTreeMap::new();
     if let Ok(meta) = session.metadata() {
@@ -200,38 +144,96 @@ fn load(
         outputs: session.outputs().iter().map(tensor_info).collect(),
         metadata,
     };
-    Ok((info, session))
+    Ok((info, session, bytes))
 }
 
 impl OrtModel {
-    /// Opens `spec` for `channels` input channels and checks the model can take them.
+    /// Opens `spec` for `channels` input channels, checks the model can take them, and puts it
+    /// on the first provider of the plan that can be had (see `providers` for the policy).
     pub fn open(
         env: &ort::environment::Environment,
         spec: &ModelSpec,
         channels: &[String],
-        opts: SessionOptions,
+        opts: &OpenOptions,
     ) -> Result<OrtModel, ModelError> {
         let path = spec.path.as_path();
-        let (info, session) = load(env, path, opts)?;
+        let (info, cpu_session, bytes) = load(env, path, opts.intra_threads)?;
         let contract = Contract::check(&info, spec, channels)?;
+        let (session, device) = place(env, &bytes, cpu_session, &info, &contract, channels.len(), opts)?;
         let name = spec.name.clone().unwrap_or_else(|| {
-            path.file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("model")
-                .trim_end_matches(".onnx")
-                .to_string()
+            path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").trim_end_matches(".onnx").to_string()
         });
+        // a GPU session keeps one input shape, so the batch is pinned even when the graph's is dynamic
+        let batch = contract.batch.or((device != Device::Cpu).then_some(opts.batch_size));
         Ok(OrtModel {
             name,
             session,
             input_name: contract.input_name,
             output_name: contract.output_name,
             patch: contract.patch,
-            batch: contract.batch,
+            batch,
             output_channel: spec.output_channel,
+            device,
             info,
         })
     }
+
+    /// The provider this model's session runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+}
+
+/// The session on the first provider of the plan that works.
+fn place(
+    env: &ort::environment::Environment,
+    bytes: &[u8],
+    cpu_session: Session,
+    info: &ModelInfo,
+    contract: &Contract,
+    channels: usize,
+    opts: &OpenOptions,
+) -> Result<(Session, Device), ModelError> {
+    let hint = ShapeHint {
+        input_name: contract.input_name.clone(),
+        batch: contract.batch.unwrap_or(opts.batch_size),
+        channels,
+        patch: contract.patch,
+        model_sha256: info.sha256.clone(),
+    };
+    let mut failures = Vec::new();
+    for (i, &device) in opts.plan.devices.iter().enumerate() {
+        if device == Device::Cpu {
+            return Ok((cpu_session, device));
+        }
+        let attempt = providers::preload(device, opts.runtime);
+        tracing::debug!(provider = device.provider_name(), preloaded = attempt.len(), "gpu libraries preloaded");
+        let result = providers::dispatch(device, opts.plan, &hint, opts.runtime)
+            .and_then(|eps| build_session(env, bytes, eps, opts.intra_threads).map_err(|e| ModelError::Provider(e.to_string())));
+        match result {
+            Ok(session) => return Ok((session, device)),
+            Err(e) => {
+                let reason = match e {
+                    ModelError::Provider(r) => r,
+                    other => other.to_string(),
+                };
+                // ONNX Runtime's messages end in a newline and may span lines: keep errors one line
+                let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+                let more = i + 1 < opts.plan.devices.len();
+                if opts.plan.allow_fallback && more {
+                    tracing::warn!(provider = device.provider_name(), %reason, "provider unavailable, falling back");
+                    failures.push(format!("{}: {reason}", device.provider_name()));
+                    continue;
+                }
+                return Err(ModelError::Provider(format!(
+                    "{}: {} cannot be used: {reason} (run `make setup-gpu`, or allow fallback in the pipeline's execution section, or use --device cpu)",
+                    info.path.display(),
+                    device.provider_name()
+                )));
+            }
+        }
+    }
+    Err(ModelError::Provider(format!("{}: no execution provider could be used ({})", info.path.display(), failures.join("; "))))
 }
 
 /// What the pipeline may assume about a model, derived from its graph, metadata and spec.
@@ -433,16 +435,6 @@ impl Model for OrtModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn devices_parse() {
-        assert_eq!(Device::parse("cpu"), Some(Device::Cpu));
-        assert_eq!(Device::parse("cuda"), Some(Device::Cuda(0)));
-        assert_eq!(Device::parse("cuda:1"), Some(Device::Cuda(1)));
-        assert_eq!(Device::parse("tensorrt:0"), Some(Device::TensorRt(0)));
-        assert_eq!(Device::parse("cpu:1"), None);
-        assert_eq!(Device::parse("gpu"), None);
-    }
 
     #[test]
     fn triplets() {

@@ -1,15 +1,21 @@
 //! A case: the input channels of one subject on one grid, in the pipeline's channel order.
 //!
 //! Channels come from a case folder with BraTS 2024 names (`<case>-t1n.nii.gz`, `-t1c`, `-t2w`,
-//! `-t2f`; `.nii` also accepted) or one path per channel. All channels must share one grid
-//! (shape and affine within 1e-3 mm at the corners).
+//! `-t2f`; `.nii` also accepted) or one path per channel. A channel path that is a folder is a
+//! DICOM series (`io::dicom`; the folder's series chosen by the config's `dicom.series` rules
+//! when it holds several); a case folder without NIfTI files is searched for one DICOM series per
+//! channel by those rules. NIfTI and DICOM channels can be mixed. All channels must share one
+//! grid (shape and affine within 1e-3 mm at the corners).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array4, Axis};
+use ndarray::{Array3, Array4, Axis};
 
-use crate::io::nifti::{self, NiftiImage};
+use crate::io::dicom::{self, Series};
+use crate::io::nifti;
 use crate::io::InputError;
+use crate::pipeline::DicomInput;
 use crate::volume::Geometry;
 
 /// Where each channel comes from.
@@ -73,15 +79,141 @@ impl Case {
     }
 }
 
-/// Resolves which file holds each channel.
-pub fn resolve(spec: &CaseSpec, channels: &[String]) -> Result<Vec<(String, PathBuf)>, InputError> {
+/// How one channel is read.
+#[derive(Debug, Clone)]
+pub enum ChannelInput {
+    /// The NIfTI file at the channel's path.
+    Nifti,
+    /// A checked DICOM series (headers read and sorted; pixels not yet read).
+    Dicom(Box<Series>),
+}
+
+/// One channel's input, resolved.
+#[derive(Debug, Clone)]
+pub struct ChannelFile {
+    pub channel: String,
+    /// The NIfTI file, or the folder holding the DICOM series.
+    pub path: PathBuf,
+    pub input: ChannelInput,
+}
+
+/// Resolves what holds each channel; DICOM series are found, chosen and checked here (headers
+/// only).
+pub fn resolve(
+    spec: &CaseSpec,
+    channels: &[String],
+    dicom_config: &DicomInput,
+) -> Result<Vec<ChannelFile>, InputError> {
+    let mut scans: BTreeMap<PathBuf, dicom::Scan> = BTreeMap::new();
+    let mut out = Vec::new();
     match spec {
-        CaseSpec::Files(files) => Ok(files.clone()),
-        CaseSpec::Folder(dir) => channels
-            .iter()
-            .map(|c| Ok((c.clone(), find_channel(dir, c)?)))
-            .collect(),
+        CaseSpec::Files(files) => {
+            for (channel, path) in files {
+                if path.is_dir() {
+                    out.push(dicom_channel(
+                        &mut scans,
+                        path,
+                        channel,
+                        dicom_config,
+                        true,
+                    )?);
+                } else {
+                    out.push(ChannelFile {
+                        channel: channel.clone(),
+                        path: path.clone(),
+                        input: ChannelInput::Nifti,
+                    });
+                }
+            }
+        }
+        CaseSpec::Folder(dir) if !has_nifti(dir)? => {
+            for channel in channels {
+                out.push(dicom_channel(
+                    &mut scans,
+                    dir,
+                    channel,
+                    dicom_config,
+                    false,
+                )?);
+            }
+        }
+        CaseSpec::Folder(dir) => {
+            for channel in channels {
+                out.push(ChannelFile {
+                    channel: channel.clone(),
+                    path: find_channel(dir, channel)?,
+                    input: ChannelInput::Nifti,
+                });
+            }
+        }
     }
+    check_distinct_series(&out)?;
+    Ok(out)
+}
+
+/// True when `dir` holds a NIfTI file (top level only).
+fn has_nifti(dir: &Path) -> Result<bool, InputError> {
+    let entries = std::fs::read_dir(dir).map_err(|_| InputError::NotFound {
+        path: dir.to_path_buf(),
+    })?;
+    Ok(entries.filter_map(|e| e.ok()).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.ends_with(".nii") || name.ends_with(".nii.gz")
+    }))
+}
+
+/// Finds, chooses and checks the DICOM series of `channel` under `dir` (scanned once).
+fn dicom_channel(
+    scans: &mut BTreeMap<PathBuf, dicom::Scan>,
+    dir: &Path,
+    channel: &str,
+    config: &DicomInput,
+    sole_ok: bool,
+) -> Result<ChannelFile, InputError> {
+    if !scans.contains_key(dir) {
+        scans.insert(dir.to_path_buf(), dicom::scan(dir)?);
+    }
+    let scan = &scans[dir];
+    let rule = dicom::rule_for(&config.series, channel);
+    let files = dicom::choose(scan, channel, rule.as_ref(), sole_ok)?;
+    let series = dicom::prepare(dir, files)?;
+    tracing::info!(
+        channel,
+        series = %series.uid,
+        description = %series.description,
+        slices = series.slice_count(),
+        folder = %series.folder.display(),
+        "DICOM series"
+    );
+    Ok(ChannelFile {
+        channel: channel.to_string(),
+        path: series.folder.clone(),
+        input: ChannelInput::Dicom(Box::new(series)),
+    })
+}
+
+/// Two channels must not read the same DICOM series.
+fn check_distinct_series(files: &[ChannelFile]) -> Result<(), InputError> {
+    let mut seen: Vec<(&str, &Series)> = Vec::new();
+    for f in files {
+        let ChannelInput::Dicom(s) = &f.input else {
+            continue;
+        };
+        if let Some((other, _)) = seen.iter().find(|(_, o)| o.uid == s.uid) {
+            return Err(InputError::DicomSeriesChoice {
+                dir: s.dir.clone(),
+                channel: f.channel.clone(),
+                problem: format!(
+                    "series {} (\"{}\") was already chosen for channel {other}",
+                    s.uid, s.description
+                ),
+                found: format!("{} files in {}", s.slice_count(), s.folder.display()),
+            });
+        }
+        seen.push((&f.channel, s));
+    }
+    Ok(())
 }
 
 fn find_channel(dir: &Path, channel: &str) -> Result<PathBuf, InputError> {
@@ -127,43 +259,92 @@ pub fn case_id(first: &(String, PathBuf)) -> String {
     stem.strip_suffix(&suffix).unwrap_or(stem).to_string()
 }
 
+/// Case id of resolved channels: from the first NIfTI name, or the name of the DICOM folder
+/// searched (its parent's when the folder is named after the channel, as `case/t1n/`).
+fn resolved_case_id(first: &ChannelFile) -> String {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    match &first.input {
+        ChannelInput::Nifti => case_id(&(first.channel.clone(), first.path.clone())),
+        ChannelInput::Dicom(s) => {
+            let own = name(&s.dir);
+            let parent = s.dir.parent().and_then(name);
+            match (own, parent) {
+                (Some(o), Some(p)) if o.eq_ignore_ascii_case(&first.channel) => p,
+                (Some(o), _) => o,
+                _ => "case".to_string(),
+            }
+        }
+    }
+}
+
+/// Grid of one channel from its header alone; refuses oversized inputs.
+fn channel_geometry(f: &ChannelFile, max_voxels: usize) -> Result<Geometry, InputError> {
+    match &f.input {
+        ChannelInput::Nifti => nifti::read_header(&f.path, max_voxels).map(|(_, g)| g),
+        ChannelInput::Dicom(s) => {
+            let voxels = s.geometry.voxel_count();
+            if voxels > max_voxels {
+                return Err(InputError::TooLarge {
+                    path: f.path.clone(),
+                    voxels,
+                    max_voxels,
+                });
+            }
+            Ok(s.geometry.clone())
+        }
+    }
+}
+
+fn read_channel(f: &ChannelFile, max_voxels: usize) -> Result<(Array3<f32>, Source), InputError> {
+    match &f.input {
+        ChannelInput::Nifti => {
+            nifti::read_volume(&f.path, max_voxels).map(|i| (i.data, Source::Nifti(i.header)))
+        }
+        ChannelInput::Dicom(s) => {
+            dicom::read_volume(s, max_voxels).map(|d| (d, Source::Dicom(s.source())))
+        }
+    }
+}
+
 /// Loads every channel and checks they share one grid. Headers are checked first, so a grid
-/// mismatch or an oversized file is refused before voxels are read.
-pub fn load(files: &[(String, PathBuf)], max_voxels: usize) -> Result<Case, InputError> {
+/// mismatch or an oversized input is refused before voxels are read.
+pub fn load(files: &[ChannelFile], max_voxels: usize) -> Result<Case, InputError> {
+    let first = files.first().ok_or_else(|| InputError::NotFound {
+        path: PathBuf::new(),
+    })?;
     let headers: Vec<Geometry> = files
         .iter()
-        .map(|(_, p)| nifti::read_header(p, max_voxels).map(|(_, g)| g))
+        .map(|f| channel_geometry(f, max_voxels))
         .collect::<Result<_, _>>()?;
-    for ((channel, path), g) in files.iter().zip(&headers).skip(1) {
-        check_same_grid(&headers[0], g, &files[0].1, channel, path)?;
+    for (f, g) in files.iter().zip(&headers).skip(1) {
+        check_same_grid(&headers[0], g, &first.path, &f.channel, &f.path)?;
     }
-    let images: Vec<NiftiImage> = files
+    let (images, sources): (Vec<Array3<f32>>, Vec<Source>) = files
         .iter()
-        .map(|(_, p)| nifti::read_volume(p, max_voxels))
-        .collect::<Result<_, _>>()?;
-    for ((channel, path), img) in files.iter().zip(&images) {
-        if img.data.iter().all(|&v| v == 0.0) {
+        .map(|f| read_channel(f, max_voxels))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    for (f, img) in files.iter().zip(&images) {
+        if img.iter().all(|&v| v == 0.0) {
             return Err(InputError::EmptyChannel {
-                path: path.clone(),
-                channel: channel.clone(),
+                path: f.path.clone(),
+                channel: f.channel.clone(),
             });
         }
     }
-    let views: Vec<_> = images.iter().map(|i| i.data.view()).collect();
+    let views: Vec<_> = images.iter().map(|i| i.view()).collect();
     let stacked = ndarray::stack(Axis(0), &views).map_err(|_| InputError::Format {
-        path: files[0].1.clone(),
+        path: first.path.clone(),
         reason: "channels could not be stacked".to_string(),
     })?;
     Ok(Case {
-        id: case_id(&files[0]),
-        channels: files.iter().map(|(c, _)| c.clone()).collect(),
-        paths: files.iter().map(|(_, p)| p.clone()).collect(),
+        id: resolved_case_id(first),
+        channels: files.iter().map(|f| f.channel.clone()).collect(),
+        paths: files.iter().map(|f| f.path.clone()).collect(),
         images: stacked,
-        geometry: images[0].geometry.clone(),
-        sources: images
-            .iter()
-            .map(|i| Source::Nifti(i.header.clone()))
-            .collect(),
+        geometry: headers[0].clone(),
+        sources,
     })
 }
 

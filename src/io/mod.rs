@@ -1,7 +1,9 @@
 //! Input adapters: they turn files into a `Case` (channels on one grid plus geometry) and know
-//! nothing of models. `case` finds a case's files; `nifti` reads and writes NIfTI.
+//! nothing of models. `case` finds a case's files; `nifti` reads and writes NIfTI; `dicom`
+//! finds, checks and reads DICOM MR series.
 
 pub mod case;
+pub mod dicom;
 pub mod nifti;
 
 use std::path::PathBuf;
@@ -37,5 +39,27 @@ pub enum InputError {
         dir: PathBuf,
         channel: String,
         found: String,
+    },
+    #[error("{dir}: no DICOM image series found ({detail})")]
+    NoDicomSeries { dir: PathBuf, detail: String },
+    #[error("{dir}: channel {channel}: {problem}; series found: {found}")]
+    DicomSeriesChoice {
+        dir: PathBuf,
+        channel: String,
+        problem: String,
+        found: String,
+    },
+    #[error("{dir}: series {uid} ({description}): {problem}")]
+    DicomSeries {
+        dir: PathBuf,
+        uid: String,
+        description: String,
+        problem: String,
+    },
+    #[error("{path}: transfer syntax {uid} ({name}) cannot be decoded by this build (supported: uncompressed, deflated, RLE, JPEG baseline/extended/lossless, JPEG 2000)")]
+    UnsupportedTransferSyntax {
+        path: PathBuf,
+        uid: String,
+        name: String,
     },
 }

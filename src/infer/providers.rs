@@ -1,0 +1,324 @@
+//! Execution providers: which ones a run asks for, the fallback policy, preloading the GPU
+//! libraries they need (by absolute path, from the Python wheels' folders), TensorRT caches and
+//! shape profiles, and the `ort` registration itself.
+//!
+//! Policy: providers are tried in the configured order. One that cannot be had is an error that
+//! carries ONNX Runtime's reason (which names the missing library), unless `allow_fallback` is
+//! set; then the next one is tried, a warning is logged, and the report records the provider
+//! that really ran each model. There is never a silent fallback to the CPU.
+
+use std::path::{Path, PathBuf};
+
+use ort::ep::{self, ExecutionProviderDispatch};
+use sha2::{Digest, Sha256};
+
+use crate::infer::runtime::Runtime;
+use crate::infer::ModelError;
+use crate::pipeline::{ConfigError, ConvSearch, Execution};
+
+/// Where a session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(i32),
+    TensorRt(i32),
+}
+
+impl Device {
+    /// Parses `cpu`, `cuda`, `cuda:N`, `tensorrt`, `tensorrt:N`.
+    pub fn parse(s: &str) -> Option<Device> {
+        let (kind, id) = match s.split_once(':') {
+            Some((k, n)) => (k, n.parse::<i32>().ok().filter(|&n| n >= 0)?),
+            None => (s, 0),
+        };
+        match kind {
+            "cpu" if !s.contains(':') => Some(Device::Cpu),
+            "cuda" => Some(Device::Cuda(id)),
+            "tensorrt" => Some(Device::TensorRt(id)),
+            _ => None,
+        }
+    }
+
+    /// The execution provider's name as ONNX Runtime reports it.
+    pub fn provider_name(self) -> &'static str {
+        match self {
+            Device::Cpu => "CPUExecutionProvider",
+            Device::Cuda(_) => "CUDAExecutionProvider",
+            Device::TensorRt(_) => "TensorrtExecutionProvider",
+        }
+    }
+}
+
+/// The providers a run may use, in order, and how.
+#[derive(Debug, Clone)]
+pub struct ProviderPlan {
+    pub devices: Vec<Device>,
+    pub allow_fallback: bool,
+    pub trt_cache_root: PathBuf,
+    pub trt_fp16: bool,
+    pub conv_search: ConvSearch,
+}
+
+impl ProviderPlan {
+    pub fn from_config(exec: &Execution) -> Result<ProviderPlan, ConfigError> {
+        let devices = exec
+            .providers
+            .iter()
+            .map(|p| Device::parse(p).ok_or_else(|| ConfigError::Invalid(format!("/execution/providers: unknown provider '{p}'"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ProviderPlan {
+            devices,
+            allow_fallback: exec.allow_fallback,
+            trt_cache_root: trt_cache_root(&exec.tensorrt.cache_dir),
+            trt_fp16: exec.tensorrt.fp16,
+            conv_search: exec.cuda.conv_algorithm_search,
+        })
+    }
+
+    pub fn cpu_only() -> ProviderPlan {
+        ProviderPlan {
+            devices: vec![Device::Cpu],
+            allow_fallback: false,
+            trt_cache_root: PathBuf::new(),
+            trt_fp16: false,
+            conv_search: ConvSearch::Exhaustive,
+        }
+    }
+}
+
+fn trt_cache_root(configured: &str) -> PathBuf {
+    if !configured.is_empty() {
+        return PathBuf::from(configured);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("stochseg").join("tensorrt")
+}
+
+/// The fixed input shape a session will see, for TensorRT profiles.
+#[derive(Debug, Clone)]
+pub struct ShapeHint {
+    pub input_name: String,
+    pub batch: usize,
+    pub channels: usize,
+    pub patch: [usize; 3],
+    pub model_sha256: String,
+}
+
+impl ShapeHint {
+    /// `name:NxCxDxHxW`, as ONNX Runtime's TensorRT profile options take it.
+    pub fn profile(&self) -> String {
+        let [d, h, w] = self.patch;
+        format!("{}:{}x{}x{}x{}x{}", self.input_name, self.batch, self.channels, d, h, w)
+    }
+}
+
+/// Execution providers to register for `device` (empty for the CPU).
+pub fn dispatch(device: Device, plan: &ProviderPlan, hint: &ShapeHint, runtime: &Runtime) -> Result<Vec<ExecutionProviderDispatch>, ModelError> {
+    let cuda = |id: i32| {
+        let search = match plan.conv_search {
+            ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+            ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
+            ConvSearch::Default => ep::cuda::ConvAlgorithmSearch::Default,
+        };
+        ep::CUDA::default().with_device_id(id).with_conv_algorithm_search(search).with_tf32(false).build().error_on_failure()
+    };
+    Ok(match device {
+        Device::Cpu => Vec::new(),
+        Device::Cuda(id) => vec![cuda(id)],
+        Device::TensorRt(id) => {
+            let dir = trt_cache_dir(plan, hint, runtime, id)?;
+            let dir_text = dir.display().to_string();
+            let profile = hint.profile();
+            let trt = ep::TensorRT::default()
+                .with_device_id(id)
+                .with_fp16(plan.trt_fp16)
+                .with_engine_cache(true)
+                .with_engine_cache_path(&dir_text)
+                .with_timing_cache(true)
+                .with_timing_cache_path(&dir_text)
+                .with_profile_min_shapes(&profile)
+                .with_profile_opt_shapes(&profile)
+                .with_profile_max_shapes(&profile)
+                .build()
+                .error_on_failure();
+            vec![trt, cuda(id)]
+        }
+    })
+}
+
+/// The cache folder for one (model, runtime, TensorRT library, options, profile, device): any
+/// change gives a new folder, so a stale engine is never loaded; a folder whose manifest does not
+/// match is emptied and rebuilt.
+pub fn trt_cache_dir(plan: &ProviderPlan, hint: &ShapeHint, runtime: &Runtime, device_id: i32) -> Result<PathBuf, ModelError> {
+    let manifest = format!(
+        "model_sha256={}\nonnxruntime={}\ntensorrt_library={}\nfp16={}\nprofile={}\ndevice={}\n",
+        hint.model_sha256,
+        runtime.version,
+        library_identity(&gpu_library_dirs(runtime), "libnvinfer.so"),
+        plan.trt_fp16,
+        hint.profile(),
+        device_id
+    );
+    let key: String = Sha256::digest(manifest.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = plan.trt_cache_root.join(format!("{}-{key}", &hint.model_sha256[..hint.model_sha256.len().min(12)]));
+    let manifest_path = dir.join("stochseg-cache.txt");
+    let fail = |e: std::io::Error| ModelError::Provider(format!("{}: cannot prepare the TensorRT cache: {e}", dir.display()));
+    if std::fs::read_to_string(&manifest_path).ok().as_deref() != Some(manifest.as_str()) {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(fail)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(fail)?;
+        std::fs::write(&manifest_path, &manifest).map_err(fail)?;
+    }
+    Ok(dir)
+}
+
+/// Path, size and modification time of the first library named `prefix*` in `dirs`.
+fn library_identity(dirs: &[PathBuf], prefix: &str) -> String {
+    for dir in dirs {
+        if let Some(path) = find_library(dir, prefix) {
+            let meta = std::fs::metadata(&path).ok();
+            let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let mtime = meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            return format!("{} {size} {}", path.display(), mtime.map(|d| d.as_secs()).unwrap_or(0));
+        }
+    }
+    "system".to_string()
+}
+
+fn find_library(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Folders that may hold the CUDA, cuDNN and TensorRT libraries: `$STOCHSEG_GPU_LIB_PATH`
+/// (colon-separated), then the NVIDIA wheels beside the loaded ONNX Runtime
+/// (`site-packages/nvidia/*/lib`, `site-packages/tensorrt_libs`).
+pub fn gpu_library_dirs(runtime: &Runtime) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("STOCHSEG_GPU_LIB_PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    // .../site-packages/onnxruntime/capi/libonnxruntime.so.X
+    if let Some(site) = runtime.library.parent().and_then(Path::parent).and_then(Path::parent) {
+        if let Ok(entries) = std::fs::read_dir(site.join("nvidia")) {
+            let mut libs: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("lib")).filter(|p| p.is_dir()).collect();
+            libs.sort();
+            dirs.extend(libs);
+        }
+        dirs.push(site.join("tensorrt_libs"));
+    }
+    dirs.retain(|d| d.is_dir());
+    dirs
+}
+
+/// Library name prefixes preloaded for the CUDA provider (and cuDNN), then for TensorRT.
+const CUDA_LIBS: &[&str] =
+    &["libcudart.so", "libcublasLt.so", "libcublas.so", "libcurand.so", "libcufft.so", "libnvrtc.so", "libnvJitLink.so", "libcudnn"];
+const TRT_LIBS: &[&str] = &["libnvinfer.so", "libnvinfer_plugin.so", "libnvonnxparser.so"];
+
+/// Preloads, by absolute path, the GPU libraries `device` needs from `gpu_library_dirs`, so
+/// ONNX Runtime's provider libraries find them without `LD_LIBRARY_PATH`. Libraries that are not
+/// there are left to the system loader; if one is really missing, registering the provider fails
+/// with ONNX Runtime's message naming it. Returns what was loaded.
+pub fn preload(device: Device, runtime: &Runtime) -> Vec<PathBuf> {
+    let prefixes: Vec<&str> = match device {
+        Device::Cpu => return Vec::new(),
+        Device::Cuda(_) => CUDA_LIBS.to_vec(),
+        Device::TensorRt(_) => CUDA_LIBS.iter().chain(TRT_LIBS).copied().collect(),
+    };
+    let mut pending: Vec<PathBuf> = Vec::new();
+    for dir in gpu_library_dirs(runtime) {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.contains(".so") && prefixes.iter().any(|pre| name.starts_with(pre))
+            })
+            .collect();
+        files.sort();
+        pending.extend(files);
+    }
+    // dependencies first: retry until a round loads nothing new
+    let mut loaded = Vec::new();
+    while !pending.is_empty() {
+        let before = pending.len();
+        pending.retain(|p| {
+            let ok = ort::util::preload_dylib(p).is_ok();
+            if ok {
+                loaded.push(p.clone());
+            }
+            !ok
+        });
+        if pending.len() == before {
+            break;
+        }
+    }
+    for p in &pending {
+        tracing::debug!(library = %p.display(), "could not preload");
+    }
+    loaded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Pipeline;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(Device::parse("cpu"), Some(Device::Cpu));
+        assert_eq!(Device::parse("cuda"), Some(Device::Cuda(0)));
+        assert_eq!(Device::parse("cuda:1"), Some(Device::Cuda(1)));
+        assert_eq!(Device::parse("tensorrt:0"), Some(Device::TensorRt(0)));
+        assert_eq!(Device::parse("cpu:1"), None);
+        assert_eq!(Device::parse("gpu"), None);
+        assert_eq!(Device::parse("cuda:-1"), None);
+    }
+
+    #[test]
+    fn plan_keeps_order_and_policy() {
+        let yaml = "models: [{path: m.onnx}]\nexecution: {providers: [tensorrt:1, cuda:1, cpu], allow_fallback: true, tensorrt: {cache_dir: /c, fp16: true}}";
+        let p = Pipeline::from_yaml(yaml, Path::new(".")).unwrap();
+        let plan = ProviderPlan::from_config(&p.execution).unwrap();
+        assert_eq!(plan.devices, vec![Device::TensorRt(1), Device::Cuda(1), Device::Cpu]);
+        assert!(plan.allow_fallback && plan.trt_fp16);
+        assert_eq!(plan.trt_cache_root, Path::new("/c"));
+    }
+
+    #[test]
+    fn trt_profile_matches_the_batches_used() {
+        let hint = ShapeHint { input_name: "image".into(), batch: 4, channels: 4, patch: [16, 64, 64], model_sha256: "ab".repeat(32) };
+        assert_eq!(hint.profile(), "image:4x4x16x64x64");
+    }
+
+    #[test]
+    fn trt_cache_is_keyed_and_stale_manifests_are_wiped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut plan = ProviderPlan::cpu_only();
+        plan.trt_cache_root = tmp.path().to_path_buf();
+        let rt = Runtime { library: tmp.path().join("libonnxruntime.so.1.31.1"), version: "1.31.1".into() };
+        let hint = ShapeHint { input_name: "x".into(), batch: 2, channels: 4, patch: [16, 32, 32], model_sha256: "cd".repeat(32) };
+        let dir = trt_cache_dir(&plan, &hint, &rt, 0).unwrap();
+        std::fs::write(dir.join("engine.bin"), b"x").unwrap();
+        // same key: the cache is reused
+        assert_eq!(trt_cache_dir(&plan, &hint, &rt, 0).unwrap(), dir);
+        assert!(dir.join("engine.bin").exists());
+        // a manifest that does not match (e.g. edited or left by another version) is wiped
+        std::fs::write(dir.join("stochseg-cache.txt"), "tampered").unwrap();
+        assert_eq!(trt_cache_dir(&plan, &hint, &rt, 0).unwrap(), dir);
+        assert!(!dir.join("engine.bin").exists());
+        // another option gives another folder
+        plan.trt_fp16 = true;
+        assert_ne!(trt_cache_dir(&plan, &hint, &rt, 0).unwrap(), dir);
+    }
+}
