@@ -281,9 +281,42 @@ fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
         overwrite: args.overwrite,
         ort_lib: cli.ort_lib.clone(),
     };
-    let summary = run::run(&request, &mut |event| match event {
-        Event::Stage { name, seconds } => tracing::info!(stage = name, seconds, "stage done"),
-        Event::Pass(p) => tracing::info!(
+    let bar = progress_bar(cli);
+    let summary = run::run(&request, &mut |event| report_progress(bar.as_ref(), event));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let summary = summary?;
+    tracing::info!(blobs = summary.blobs, out = %summary.out.display(), "finished");
+    println!("{}", summary.out.join("report.yaml").display());
+    Ok(())
+}
+
+/// A progress bar (passes, ETA) on a terminal; none when stderr is not one, with `-q`, or with
+/// JSON logs (engines read the log events instead).
+fn progress_bar(cli: &Cli) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    let wanted =
+        !cli.quiet && matches!(cli.log_format, LogFormat::Text) && std::io::stderr().is_terminal();
+    wanted.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} passes {pos}/{len} [{wide_bar}] {elapsed} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar
+    })
+}
+
+fn report_progress(bar: Option<&indicatif::ProgressBar>, event: Event) {
+    match (event, bar) {
+        (Event::Pass(p), Some(bar)) => {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+            bar.set_message(format!("model {} pass {}", p.model + 1, p.pass + 1));
+        }
+        (Event::Pass(p), None) => tracing::info!(
             model = p.model,
             pass = p.pass,
             done = p.done,
@@ -291,10 +324,13 @@ fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
             seconds = p.noise_seconds + p.inference_seconds,
             "pass done"
         ),
-    })?;
-    tracing::info!(blobs = summary.blobs, out = %summary.out.display(), "finished");
-    println!("{}", summary.out.join("report.yaml").display());
-    Ok(())
+        (Event::Stage { name, seconds }, Some(bar)) => {
+            bar.suspend(|| tracing::info!(stage = name, seconds, "stage done"))
+        }
+        (Event::Stage { name, seconds }, None) => {
+            tracing::info!(stage = name, seconds, "stage done")
+        }
+    }
 }
 
 fn validate(cli: &Cli, args: &ConfigArgs) -> Result<(), Error> {

@@ -63,7 +63,13 @@ impl Staging {
             std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         }
         std::fs::create_dir(&dir).map_err(|e| io_error(&dir, e))?;
-        Ok(Staging { target: target.to_path_buf(), dir, overwrite, committed: false, lock: Some(lock) })
+        Ok(Staging {
+            target: target.to_path_buf(),
+            dir,
+            overwrite,
+            committed: false,
+            lock: Some(lock),
+        })
     }
 
     /// The staging folder itself.
@@ -123,7 +129,9 @@ fn take_lock(path: &Path, target: &Path) -> Result<(std::fs::File, PathBuf), Out
         .map_err(|e| io_error(path, e))?;
     match file.try_lock() {
         Ok(()) => Ok((file, path.to_path_buf())),
-        Err(std::fs::TryLockError::WouldBlock) => Err(OutputError::Locked { path: target.to_path_buf() }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OutputError::Locked {
+            path: target.to_path_buf(),
+        }),
         Err(std::fs::TryLockError::Error(e)) => Err(io_error(path, e)),
     }
 }
@@ -131,10 +139,16 @@ fn take_lock(path: &Path, target: &Path) -> Result<(std::fs::File, PathBuf), Out
 /// Removes `.<name>.partial-<pid>` folders whose process no longer runs (a killed run).
 fn remove_abandoned(parent: &Path, name: &str) {
     let prefix = format!(".{name}.partial-");
-    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)).and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
@@ -167,7 +181,10 @@ mod tests {
         std::fs::create_dir(&stale).unwrap();
         let first = Staging::new(&target, false).unwrap();
         assert!(!stale.exists());
-        assert!(matches!(Staging::new(&target, true), Err(OutputError::Locked { .. })));
+        assert!(matches!(
+            Staging::new(&target, true),
+            Err(OutputError::Locked { .. })
+        ));
         drop(first);
         assert!(Staging::new(&target, false).is_ok());
     }

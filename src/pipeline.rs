@@ -471,6 +471,12 @@ impl Pipeline {
 
     /// Checks the schema cannot express.
     fn check(&self) -> Result<(), ConfigError> {
+        if self.preprocess.crop_to_nonzero && self.blobs.threshold <= self.inference.outside_logit {
+            return Err(ConfigError::Invalid(format!(
+                "/blobs/threshold: {} must be above /inference/outside_logit ({}), the logit outside the crop",
+                self.blobs.threshold, self.inference.outside_logit
+            )));
+        }
         if crate::volume::parse_axis_codes(&self.orientation).is_none() {
             return Err(ConfigError::Invalid(format!(
                 "/orientation: '{}' is not three orthogonal directions (e.g. LPS, RAS)",

@@ -16,7 +16,7 @@ use crate::infer::providers::ProviderPlan;
 use crate::infer::{runtime, Model};
 use crate::io::case::{self, Case, CaseSpec};
 use crate::io::nifti;
-use crate::output::{self, OutputError, Staging};
+use crate::output::{OutputError, Staging};
 use crate::pipeline::{ConfigError, MapKind, Pipeline};
 use crate::preprocess::{self, Prepared};
 use crate::report::{self, Report};
@@ -93,7 +93,8 @@ pub fn thread_count(configured: usize) -> usize {
 /// Runs one case.
 pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSummary, Error> {
     let p = &req.pipeline;
-    output::check_target(&req.out, req.overwrite)?;
+    // taken first: refuses an existing output or a concurrent run before any work is done
+    let staging = Staging::new(&req.out, req.overwrite)?;
     let plan = ProviderPlan::from_config(&p.execution)?;
     let threads = thread_count(p.execution.threads);
     let mut clock = Clock {
@@ -120,9 +121,17 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     });
 
     let (env, rt) = runtime::init(req.ort_lib.as_deref())?;
-    let open = OpenOptions { plan: &plan, runtime: rt, intra_threads: threads, batch_size: p.inference.batch_size };
+    let open = OpenOptions {
+        plan: &plan,
+        runtime: rt,
+        intra_threads: threads,
+        batch_size: p.inference.batch_size,
+    };
     let mut models: Vec<OrtModel> = clock.stage("load_models", || {
-        p.models.iter().map(|m| OrtModel::open(env, m, &p.channels, &open)).collect::<Result<Vec<_>, _>>()
+        p.models
+            .iter()
+            .map(|m| OrtModel::open(env, m, &p.channels, &open))
+            .collect::<Result<Vec<_>, _>>()
     })?;
     let model_entries = model_entries(&models, p);
     let t = Instant::now();
@@ -144,7 +153,6 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     });
     let statistics = clock.stage("statistics", || statistics(&aggregate, &prepared, p));
 
-    let staging = Staging::new(&req.out, req.overwrite)?;
     let outputs = clock.stage("write_maps", || {
         write_maps(&staging, &case, &prepared, axis_map, &aggregate, &labels, p)
     })?;

@@ -125,10 +125,11 @@ fn load(
     intra_threads: usize,
 ) -> Result<(ModelInfo, Session, Vec<u8>), ModelError> {
     let (bytes, sha256) = read_model(path)?;
-    let session = build_session(env, &bytes, Vec::new(), intra_threads).map_err(|e| ModelError::Load {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let session =
+        build_session(env, &bytes, Vec::new(), intra_threads).map_err(|e| ModelError::Load {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let mut metadata = BTreeMap::new();
     if let Ok(meta) = session.metadata() {
         for key in meta.custom_keys().unwrap_or_default() {
@@ -159,12 +160,26 @@ impl OrtModel {
         let path = spec.path.as_path();
         let (info, cpu_session, bytes) = load(env, path, opts.intra_threads)?;
         let contract = Contract::check(&info, spec, channels)?;
-        let (session, device) = place(env, &bytes, cpu_session, &info, &contract, channels.len(), opts)?;
+        let (session, device) = place(
+            env,
+            &bytes,
+            cpu_session,
+            &info,
+            &contract,
+            channels.len(),
+            opts,
+        )?;
         let name = spec.name.clone().unwrap_or_else(|| {
-            path.file_stem().and_then(|s| s.to_str()).unwrap_or("model").trim_end_matches(".onnx").to_string()
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("model")
+                .trim_end_matches(".onnx")
+                .to_string()
         });
         // a GPU session keeps one input shape, so the batch is pinned even when the graph's is dynamic
-        let batch = contract.batch.or((device != Device::Cpu).then_some(opts.batch_size));
+        let batch = contract
+            .batch
+            .or((device != Device::Cpu).then_some(opts.batch_size));
         Ok(OrtModel {
             name,
             session,
@@ -207,9 +222,15 @@ fn place(
             return Ok((cpu_session, device));
         }
         let attempt = providers::preload(device, opts.runtime);
-        tracing::debug!(provider = device.provider_name(), preloaded = attempt.len(), "gpu libraries preloaded");
-        let result = providers::dispatch(device, opts.plan, &hint, opts.runtime)
-            .and_then(|eps| build_session(env, bytes, eps, opts.intra_threads).map_err(|e| ModelError::Provider(e.to_string())));
+        tracing::debug!(
+            provider = device.provider_name(),
+            preloaded = attempt.len(),
+            "gpu libraries preloaded"
+        );
+        let result = providers::dispatch(device, opts.plan, &hint, opts.runtime).and_then(|eps| {
+            build_session(env, bytes, eps, opts.intra_threads)
+                .map_err(|e| ModelError::Provider(e.to_string()))
+        });
         match result {
             Ok(session) => return Ok((session, device)),
             Err(e) => {
@@ -233,7 +254,11 @@ fn place(
             }
         }
     }
-    Err(ModelError::Provider(format!("{}: no execution provider could be used ({})", info.path.display(), failures.join("; "))))
+    Err(ModelError::Provider(format!(
+        "{}: no execution provider could be used ({})",
+        info.path.display(),
+        failures.join("; ")
+    )))
 }
 
 /// What the pipeline may assume about a model, derived from its graph, metadata and spec.

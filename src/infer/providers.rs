@@ -64,7 +64,11 @@ impl ProviderPlan {
         let devices = exec
             .providers
             .iter()
-            .map(|p| Device::parse(p).ok_or_else(|| ConfigError::Invalid(format!("/execution/providers: unknown provider '{p}'"))))
+            .map(|p| {
+                Device::parse(p).ok_or_else(|| {
+                    ConfigError::Invalid(format!("/execution/providers: unknown provider '{p}'"))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ProviderPlan {
             devices,
@@ -111,19 +115,32 @@ impl ShapeHint {
     /// `name:NxCxDxHxW`, as ONNX Runtime's TensorRT profile options take it.
     pub fn profile(&self) -> String {
         let [d, h, w] = self.patch;
-        format!("{}:{}x{}x{}x{}x{}", self.input_name, self.batch, self.channels, d, h, w)
+        format!(
+            "{}:{}x{}x{}x{}x{}",
+            self.input_name, self.batch, self.channels, d, h, w
+        )
     }
 }
 
 /// Execution providers to register for `device` (empty for the CPU).
-pub fn dispatch(device: Device, plan: &ProviderPlan, hint: &ShapeHint, runtime: &Runtime) -> Result<Vec<ExecutionProviderDispatch>, ModelError> {
+pub fn dispatch(
+    device: Device,
+    plan: &ProviderPlan,
+    hint: &ShapeHint,
+    runtime: &Runtime,
+) -> Result<Vec<ExecutionProviderDispatch>, ModelError> {
     let cuda = |id: i32| {
         let search = match plan.conv_search {
             ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
             ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
             ConvSearch::Default => ep::cuda::ConvAlgorithmSearch::Default,
         };
-        ep::CUDA::default().with_device_id(id).with_conv_algorithm_search(search).with_tf32(false).build().error_on_failure()
+        ep::CUDA::default()
+            .with_device_id(id)
+            .with_conv_algorithm_search(search)
+            .with_tf32(false)
+            .build()
+            .error_on_failure()
     };
     Ok(match device {
         Device::Cpu => Vec::new(),
@@ -152,7 +169,12 @@ pub fn dispatch(device: Device, plan: &ProviderPlan, hint: &ShapeHint, runtime: 
 /// The cache folder for one (model, runtime, TensorRT library, options, profile, device): any
 /// change gives a new folder, so a stale engine is never loaded; a folder whose manifest does not
 /// match is emptied and rebuilt.
-pub fn trt_cache_dir(plan: &ProviderPlan, hint: &ShapeHint, runtime: &Runtime, device_id: i32) -> Result<PathBuf, ModelError> {
+pub fn trt_cache_dir(
+    plan: &ProviderPlan,
+    hint: &ShapeHint,
+    runtime: &Runtime,
+    device_id: i32,
+) -> Result<PathBuf, ModelError> {
     let manifest = format!(
         "model_sha256={}\nonnxruntime={}\ntensorrt_library={}\nfp16={}\nprofile={}\ndevice={}\n",
         hint.model_sha256,
@@ -162,10 +184,22 @@ pub fn trt_cache_dir(plan: &ProviderPlan, hint: &ShapeHint, runtime: &Runtime, d
         hint.profile(),
         device_id
     );
-    let key: String = Sha256::digest(manifest.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let dir = plan.trt_cache_root.join(format!("{}-{key}", &hint.model_sha256[..hint.model_sha256.len().min(12)]));
+    let key: String = Sha256::digest(manifest.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = plan.trt_cache_root.join(format!(
+        "{}-{key}",
+        &hint.model_sha256[..hint.model_sha256.len().min(12)]
+    ));
     let manifest_path = dir.join("stochseg-cache.txt");
-    let fail = |e: std::io::Error| ModelError::Provider(format!("{}: cannot prepare the TensorRT cache: {e}", dir.display()));
+    let fail = |e: std::io::Error| {
+        ModelError::Provider(format!(
+            "{}: cannot prepare the TensorRT cache: {e}",
+            dir.display()
+        ))
+    };
     if std::fs::read_to_string(&manifest_path).ok().as_deref() != Some(manifest.as_str()) {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(fail)?;
@@ -182,8 +216,14 @@ fn library_identity(dirs: &[PathBuf], prefix: &str) -> String {
         if let Some(path) = find_library(dir, prefix) {
             let meta = std::fs::metadata(&path).ok();
             let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-            let mtime = meta.and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            return format!("{} {size} {}", path.display(), mtime.map(|d| d.as_secs()).unwrap_or(0));
+            let mtime = meta
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            return format!(
+                "{} {size} {}",
+                path.display(),
+                mtime.map(|d| d.as_secs()).unwrap_or(0)
+            );
         }
     }
     "system".to_string()
@@ -193,7 +233,11 @@ fn find_library(dir: &Path, prefix: &str) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
         .collect();
     found.sort();
     found.pop()
@@ -207,9 +251,18 @@ pub fn gpu_library_dirs(runtime: &Runtime) -> Vec<PathBuf> {
         .map(|v| std::env::split_paths(&v).collect())
         .unwrap_or_default();
     // .../site-packages/onnxruntime/capi/libonnxruntime.so.X
-    if let Some(site) = runtime.library.parent().and_then(Path::parent).and_then(Path::parent) {
+    if let Some(site) = runtime
+        .library
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+    {
         if let Ok(entries) = std::fs::read_dir(site.join("nvidia")) {
-            let mut libs: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("lib")).filter(|p| p.is_dir()).collect();
+            let mut libs: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path().join("lib"))
+                .filter(|p| p.is_dir())
+                .collect();
             libs.sort();
             dirs.extend(libs);
         }
@@ -220,9 +273,21 @@ pub fn gpu_library_dirs(runtime: &Runtime) -> Vec<PathBuf> {
 }
 
 /// Library name prefixes preloaded for the CUDA provider (and cuDNN), then for TensorRT.
-const CUDA_LIBS: &[&str] =
-    &["libcudart.so", "libcublasLt.so", "libcublas.so", "libcurand.so", "libcufft.so", "libnvrtc.so", "libnvJitLink.so", "libcudnn"];
-const TRT_LIBS: &[&str] = &["libnvinfer.so", "libnvinfer_plugin.so", "libnvonnxparser.so"];
+const CUDA_LIBS: &[&str] = &[
+    "libcudart.so",
+    "libcublasLt.so",
+    "libcublas.so",
+    "libcurand.so",
+    "libcufft.so",
+    "libnvrtc.so",
+    "libnvJitLink.so",
+    "libcudnn",
+];
+const TRT_LIBS: &[&str] = &[
+    "libnvinfer.so",
+    "libnvinfer_plugin.so",
+    "libnvonnxparser.so",
+];
 
 /// Preloads, by absolute path, the GPU libraries `device` needs from `gpu_library_dirs`, so
 /// ONNX Runtime's provider libraries find them without `LD_LIBRARY_PATH`. Libraries that are not
@@ -236,7 +301,9 @@ pub fn preload(device: Device, runtime: &Runtime) -> Vec<PathBuf> {
     };
     let mut pending: Vec<PathBuf> = Vec::new();
     for dir in gpu_library_dirs(runtime) {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         let mut files: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
@@ -290,14 +357,23 @@ mod tests {
         let yaml = "models: [{path: m.onnx}]\nexecution: {providers: [tensorrt:1, cuda:1, cpu], allow_fallback: true, tensorrt: {cache_dir: /c, fp16: true}}";
         let p = Pipeline::from_yaml(yaml, Path::new(".")).unwrap();
         let plan = ProviderPlan::from_config(&p.execution).unwrap();
-        assert_eq!(plan.devices, vec![Device::TensorRt(1), Device::Cuda(1), Device::Cpu]);
+        assert_eq!(
+            plan.devices,
+            vec![Device::TensorRt(1), Device::Cuda(1), Device::Cpu]
+        );
         assert!(plan.allow_fallback && plan.trt_fp16);
         assert_eq!(plan.trt_cache_root, Path::new("/c"));
     }
 
     #[test]
     fn trt_profile_matches_the_batches_used() {
-        let hint = ShapeHint { input_name: "image".into(), batch: 4, channels: 4, patch: [16, 64, 64], model_sha256: "ab".repeat(32) };
+        let hint = ShapeHint {
+            input_name: "image".into(),
+            batch: 4,
+            channels: 4,
+            patch: [16, 64, 64],
+            model_sha256: "ab".repeat(32),
+        };
         assert_eq!(hint.profile(), "image:4x4x16x64x64");
     }
 
@@ -306,8 +382,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut plan = ProviderPlan::cpu_only();
         plan.trt_cache_root = tmp.path().to_path_buf();
-        let rt = Runtime { library: tmp.path().join("libonnxruntime.so.1.31.1"), version: "1.31.1".into() };
-        let hint = ShapeHint { input_name: "x".into(), batch: 2, channels: 4, patch: [16, 32, 32], model_sha256: "cd".repeat(32) };
+        let rt = Runtime {
+            library: tmp.path().join("libonnxruntime.so.1.31.1"),
+            version: "1.31.1".into(),
+        };
+        let hint = ShapeHint {
+            input_name: "x".into(),
+            batch: 2,
+            channels: 4,
+            patch: [16, 32, 32],
+            model_sha256: "cd".repeat(32),
+        };
         let dir = trt_cache_dir(&plan, &hint, &rt, 0).unwrap();
         std::fs::write(dir.join("engine.bin"), b"x").unwrap();
         // same key: the cache is reused
