@@ -14,7 +14,7 @@ DEMO_OUT ?= out/demo
 ORT_LIB = $(lastword $(sort $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean
+.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,10 @@ build:
 demo: setup build
 	$(BIN) run --pipeline pipelines/brats-goat-stochastic.yaml --case $(DEMO_CASE) --out $(DEMO_OUT) --overwrite
 	@echo "demo report: $(DEMO_OUT)/report.yaml"
+
+# a cohort, one make job per case: make batch CASES=DIR OUT=DIR [-j N] (see pipelines/batch.mk)
+batch: setup build
+	$(MAKE) -f pipelines/batch.mk
 
 test: setup build test-rust test-python
 

@@ -4,19 +4,114 @@
 //! squared deviations (Welford's update, f32, one pass over memory), the running mean of
 //! probabilities when that aggregation is chosen, and a compact f16 copy of each pass's logits
 //! (2 bytes per voxel per pass, for per-blob pass agreement and per-model means). It never holds
-//! the passes as f32. The spread is the sample standard deviation across passes (0 with one pass).
-//! Maps are `[z, y, x]` on whatever grid the passes come on (the canonical crop).
+//! the passes as f32. The compact copies live in memory, or, when they would be large, in a spill
+//! file (`PassStore::spilled`) that is read back one pass at a time. The spread is the sample
+//! standard deviation across passes (0 with one pass). Maps are `[z, y, x]` on whatever grid the
+//! passes come on (the canonical crop).
+
+use std::path::{Path, PathBuf};
 
 use half::f16;
 use ndarray::{Array3, ArrayView3, Zip};
 
 use crate::pipeline::Aggregation;
 
-/// One pass's logits, compact.
-#[derive(Debug, Clone)]
-pub struct PassMap {
-    pub model: usize,
-    pub logits: Array3<f16>,
+/// Each pass's logits in f16, with the model that made it.
+#[derive(Debug)]
+pub struct PassStore {
+    shape: [usize; 3],
+    models: Vec<usize>,
+    backing: Backing,
+}
+
+#[derive(Debug)]
+enum Backing {
+    Memory(Vec<Array3<f16>>),
+    File { path: PathBuf, file: std::fs::File },
+}
+
+impl PassStore {
+    pub fn in_memory(shape: [usize; 3]) -> PassStore {
+        PassStore {
+            shape,
+            models: Vec::new(),
+            backing: Backing::Memory(Vec::new()),
+        }
+    }
+
+    /// Passes go to a new file at `path` (removed when the store is dropped).
+    pub fn spilled(shape: [usize; 3], path: &Path) -> std::io::Result<PassStore> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(PassStore {
+            shape,
+            models: Vec::new(),
+            backing: Backing::File {
+                path: path.to_path_buf(),
+                file,
+            },
+        })
+    }
+
+    /// Model index of each pass, in pass order.
+    pub fn models(&self) -> &[usize] {
+        &self.models
+    }
+
+    fn push(&mut self, model: usize, compact: Array3<f16>) -> std::io::Result<()> {
+        match &mut self.backing {
+            Backing::Memory(maps) => maps.push(compact),
+            Backing::File { file, .. } => {
+                use std::io::Write;
+                let values = compact
+                    .as_slice()
+                    .map(<[f16]>::to_vec)
+                    .unwrap_or_else(|| compact.iter().copied().collect());
+                file.write_all(bytemuck::cast_slice(&values))?;
+            }
+        }
+        self.models.push(model);
+        Ok(())
+    }
+
+    /// Calls `f(pass, model, logits)` for every pass, in order.
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(usize, usize, ArrayView3<f16>),
+    ) -> std::io::Result<()> {
+        match &self.backing {
+            Backing::Memory(maps) => {
+                for (i, (map, &m)) in maps.iter().zip(&self.models).enumerate() {
+                    f(i, m, map.view());
+                }
+            }
+            Backing::File { file, .. } => {
+                use std::io::{Read, Seek};
+                let mut reader = std::io::BufReader::new(file);
+                reader.seek(std::io::SeekFrom::Start(0))?;
+                let mut map = Array3::from_elem(self.shape, f16::ZERO);
+                for (i, &m) in self.models.iter().enumerate() {
+                    let values = map
+                        .as_slice_mut()
+                        .ok_or_else(|| std::io::Error::other("pass map not contiguous"))?;
+                    reader.read_exact(bytemuck::cast_slice_mut(values))?;
+                    f(i, m, map.view());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PassStore {
+    fn drop(&mut self) {
+        if let Backing::File { path, .. } = &self.backing {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Running statistics over passes; `finish` consumes it.
@@ -26,18 +121,19 @@ pub struct Aggregator {
     mean: Array3<f32>,
     m2: Array3<f32>,
     prob_mean: Option<Array3<f32>>,
-    passes: Vec<PassMap>,
+    passes: PassStore,
+    spill_error: Option<std::io::Error>,
 }
 
 /// The aggregated maps.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Aggregate {
     /// The logit that is thresholded: the mean logit, or the logit of the mean probability.
     pub logit: Array3<f32>,
     pub mean_logit: Array3<f32>,
     pub std_logit: Array3<f32>,
     pub probability: Array3<f32>,
-    pub passes: Vec<PassMap>,
+    pub passes: PassStore,
 }
 
 pub fn sigmoid(x: f32) -> f32 {
@@ -50,14 +146,16 @@ fn logit(p: f32) -> f32 {
 }
 
 impl Aggregator {
-    pub fn new(shape: [usize; 3], aggregation: Aggregation) -> Aggregator {
+    /// An aggregator whose per-pass copies go to `passes` (see `PassStore`).
+    pub fn new(shape: [usize; 3], aggregation: Aggregation, passes: PassStore) -> Aggregator {
         Aggregator {
             aggregation,
             count: 0,
             mean: Array3::zeros(shape),
             m2: Array3::zeros(shape),
             prob_mean: (aggregation == Aggregation::MeanProbability).then(|| Array3::zeros(shape)),
-            passes: Vec::new(),
+            passes,
+            spill_error: None,
         }
     }
 
@@ -82,13 +180,16 @@ impl Aggregator {
         Zip::from(&mut compact)
             .and(&logits)
             .par_for_each(|c, &x| *c = f16::from_f32(x));
-        self.passes.push(PassMap {
-            model,
-            logits: compact,
-        });
+        if self.spill_error.is_none() {
+            self.spill_error = self.passes.push(model, compact).err();
+        }
     }
 
-    pub fn finish(self) -> Aggregate {
+    /// The aggregated maps; fails only when writing the spill file failed.
+    pub fn finish(self) -> std::io::Result<Aggregate> {
+        if let Some(e) = self.spill_error {
+            return Err(e);
+        }
         let n = self.count;
         let std_logit = self.m2.mapv(|m2| {
             if n > 1 {
@@ -101,13 +202,13 @@ impl Aggregator {
             (Aggregation::MeanProbability, Some(p)) => (p.mapv(logit), p),
             _ => (self.mean.clone(), self.mean.mapv(sigmoid)),
         };
-        Aggregate {
+        Ok(Aggregate {
             logit: logit_map,
             mean_logit: self.mean,
             std_logit,
             probability,
             passes: self.passes,
-        }
+        })
     }
 }
 
@@ -115,29 +216,66 @@ impl Aggregator {
 mod tests {
     use super::*;
 
+    fn passes_of(a: &Aggregate) -> Vec<(usize, Array3<f16>)> {
+        let mut out = Vec::new();
+        a.passes
+            .for_each(|_, m, map| out.push((m, map.to_owned())))
+            .unwrap();
+        out
+    }
+
     #[test]
     fn welford_matches_two_pass_statistics() {
         let values = [1.5f32, -2.0, 0.25, 3.0, 7.5];
-        let mut agg = Aggregator::new([1, 1, 2], Aggregation::MeanLogit);
+        let tmp = tempfile::tempdir().unwrap();
+        let spill = tmp.path().join("passes.f16");
+        for store in [
+            PassStore::in_memory([1, 1, 2]),
+            PassStore::spilled([1, 1, 2], &spill).unwrap(),
+        ] {
+            let mut agg = Aggregator::new([1, 1, 2], Aggregation::MeanLogit, store);
+            for (i, v) in values.iter().enumerate() {
+                agg.add(i % 2, Array3::from_elem((1, 1, 2), *v).view());
+            }
+            let a = agg.finish().unwrap();
+            let mean = values.iter().sum::<f32>() / 5.0;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
+            assert!((a.mean_logit[[0, 0, 1]] - mean).abs() < 1e-6);
+            assert!((a.std_logit[[0, 0, 0]] - var.sqrt()).abs() < 1e-5);
+            let passes = passes_of(&a);
+            assert_eq!(passes.len(), 5);
+            assert_eq!(passes[3].0, 1);
+            assert_eq!(passes[2].1[[0, 0, 0]], f16::from_f32(0.25));
+            assert_eq!(passes[4].1[[0, 0, 1]], f16::from_f32(7.5));
+        }
+        assert!(!spill.exists(), "the spill file goes with the store");
+    }
+
+    #[test]
+    fn one_pass_has_zero_spread() {
+        let values = [1.5f32];
+        let mut agg = Aggregator::new(
+            [1, 1, 2],
+            Aggregation::MeanLogit,
+            PassStore::in_memory([1, 1, 2]),
+        );
         for (i, v) in values.iter().enumerate() {
             agg.add(i % 2, Array3::from_elem((1, 1, 2), *v).view());
         }
-        let a = agg.finish();
-        let mean = values.iter().sum::<f32>() / 5.0;
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
-        assert!((a.mean_logit[[0, 0, 1]] - mean).abs() < 1e-6);
-        assert!((a.std_logit[[0, 0, 0]] - var.sqrt()).abs() < 1e-5);
-        assert_eq!(a.passes.len(), 5);
-        assert_eq!(a.passes[3].model, 1);
-        assert_eq!(a.passes[2].logits[[0, 0, 0]], f16::from_f32(0.25));
+        let a = agg.finish().unwrap();
+        assert_eq!(a.std_logit[[0, 0, 0]], 0.0);
     }
 
     #[test]
     fn mean_probability_aggregation() {
-        let mut agg = Aggregator::new([1, 1, 1], Aggregation::MeanProbability);
+        let mut agg = Aggregator::new(
+            [1, 1, 1],
+            Aggregation::MeanProbability,
+            PassStore::in_memory([1, 1, 1]),
+        );
         agg.add(0, Array3::from_elem((1, 1, 1), 10.0).view());
         agg.add(0, Array3::from_elem((1, 1, 1), -10.0).view());
-        let a = agg.finish();
+        let a = agg.finish().unwrap();
         assert!((a.probability[[0, 0, 0]] - 0.5).abs() < 1e-6);
         assert!(a.logit[[0, 0, 0]].abs() < 1e-4);
         assert_eq!(a.mean_logit[[0, 0, 0]], 0.0);

@@ -192,13 +192,14 @@ struct Sums {
 }
 
 /// Finds the blobs of `aggregate` (on the canonical crop) and measures them.
-/// Returns the final label map (values = blob ids) on the canonical crop and the blobs.
+/// Returns the final label map (values = blob ids) on the canonical crop and the blobs; fails
+/// only when a spilled pass cannot be read back.
 pub fn find(
     aggregate: &Aggregate,
     n_models: usize,
     opts: &BlobOptions,
     frame: &Frame,
-) -> (Array3<u32>, Vec<Blob>) {
+) -> std::io::Result<(Array3<u32>, Vec<Blob>)> {
     let mask = aggregate.logit.mapv(|v| v > opts.threshold);
     let (mut labels, n) = label(mask.view(), opts.connectivity);
     let sums = accumulate(&labels, n, aggregate, frame);
@@ -217,7 +218,7 @@ pub fn find(
         mapping[old] = new as u32 + 1;
     }
     relabel(&mut labels, &mapping);
-    let pass_sums = pass_sums(&labels, order.len(), aggregate);
+    let pass_sums = pass_sums(&labels, order.len(), aggregate)?;
     let blobs = order
         .iter()
         .enumerate()
@@ -233,7 +234,7 @@ pub fn find(
             )
         })
         .collect();
-    (labels, blobs)
+    Ok((labels, blobs))
 }
 
 fn accumulate(labels: &Array3<u32>, n: usize, aggregate: &Aggregate, frame: &Frame) -> Vec<Sums> {
@@ -270,20 +271,22 @@ fn accumulate(labels: &Array3<u32>, n: usize, aggregate: &Aggregate, frame: &Fra
 }
 
 /// `sums[pass][blob]`: sum of the pass's logits over the blob (blob ids 1..=n).
-fn pass_sums(labels: &Array3<u32>, n: usize, aggregate: &Aggregate) -> Vec<Vec<f64>> {
-    aggregate
-        .passes
-        .iter()
-        .map(|pass| {
-            let mut sums = vec![0.0f64; n + 1];
-            Zip::from(labels).and(&pass.logits).for_each(|&l, &v| {
-                if l > 0 {
-                    sums[l as usize] += f64::from(v.to_f32());
-                }
-            });
-            sums
-        })
-        .collect()
+fn pass_sums(
+    labels: &Array3<u32>,
+    n: usize,
+    aggregate: &Aggregate,
+) -> std::io::Result<Vec<Vec<f64>>> {
+    let mut all = Vec::new();
+    aggregate.passes.for_each(|_, _, logits| {
+        let mut sums = vec![0.0f64; n + 1];
+        Zip::from(labels).and(&logits).for_each(|&l, &v| {
+            if l > 0 {
+                sums[l as usize] += f64::from(v.to_f32());
+            }
+        });
+        all.push(sums);
+    })?;
+    Ok(all)
 }
 
 fn describe(
@@ -306,9 +309,10 @@ fn describe(
         .map(|m| {
             let own: Vec<f64> = aggregate
                 .passes
+                .models()
                 .iter()
                 .zip(&pass_mean_logits)
-                .filter(|(p, _)| p.model == m)
+                .filter(|(&pm, _)| pm == m)
                 .map(|(_, &v)| v)
                 .collect();
             own.iter().sum::<f64>() / own.len().max(1) as f64

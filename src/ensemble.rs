@@ -36,7 +36,11 @@ pub struct PassDone {
     pub done: usize,
     pub total: usize,
     pub noise_seconds: f64,
+    /// Sliding window, model calls and stitching of this pass.
     pub inference_seconds: f64,
+    /// Of which inside the model's calls (ONNX Runtime).
+    pub model_seconds: f64,
+    pub patches: usize,
 }
 
 /// Runs every pass of every model and feeds the aggregator.
@@ -60,9 +64,9 @@ pub fn run(
                 input
             };
             let t1 = std::time::Instant::now();
-            let logits = window::predict(model.as_mut(), source, &opts.window)?;
+            let prediction = window::predict(model.as_mut(), source, &opts.window)?;
             let t2 = std::time::Instant::now();
-            aggregator.add(m, logits.view());
+            aggregator.add(m, prediction.logits.view());
             on_pass(PassDone {
                 model: m,
                 pass: p,
@@ -70,6 +74,8 @@ pub fn run(
                 total,
                 noise_seconds: (t1 - t0).as_secs_f64(),
                 inference_seconds: (t2 - t1).as_secs_f64(),
+                model_seconds: prediction.model_seconds,
+                patches: prediction.patches,
             });
         }
     }
@@ -127,6 +133,7 @@ pub fn add_noise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::PassStore;
     use crate::pipeline::{Aggregation, Weighting};
     use ndarray::Array3;
 
@@ -137,6 +144,7 @@ mod tests {
             seed,
             noise_region: NoiseRegion::Volume,
             window: WindowOptions {
+                max_batch_voxels: 1 << 20,
                 overlap: 0.5,
                 weighting: Weighting::Gaussian,
                 batch_size: 2,
@@ -187,7 +195,11 @@ mod tests {
         let mut models: Vec<Box<dyn Model>> = vec![Box::new(
             crate::infer::testing::Pointwise::new([4, 8, 8], None),
         )];
-        let mut agg = Aggregator::new([6, 10, 10], Aggregation::MeanLogit);
+        let mut agg = Aggregator::new(
+            [6, 10, 10],
+            Aggregation::MeanLogit,
+            PassStore::in_memory([6, 10, 10]),
+        );
         let mut seen = 0;
         run(
             &mut models,
@@ -199,7 +211,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(seen, 2);
-        let a = agg.finish();
+        let a = agg.finish().unwrap();
         assert!(a.mean_logit.iter().all(|&v| (v - 2.0).abs() < 1e-6));
         assert!(a.std_logit.iter().all(|&v| v == 0.0));
     }

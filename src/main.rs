@@ -44,8 +44,15 @@ enum LogFormat {
 enum Command {
     /// Segment one case.
     Run(RunArgs),
-    /// Check a pipeline config and its models without running them.
-    Validate(ConfigArgs),
+    /// Check a pipeline config and its models without running them; with a case, also print
+    /// the run's expected peak memory and output size (from the case's headers).
+    Validate(ValidateArgs),
+    /// Collect every OUT_DIR/<case>/report.json (and `make batch` failure markers) into
+    /// OUT_DIR/cohort-summary.csv and cohort-summary.yaml.
+    Summarize {
+        /// Folder holding one output folder per case.
+        out_dir: PathBuf,
+    },
     /// Print a model's inputs, outputs and metadata.
     Inspect {
         /// ONNX model file.
@@ -76,7 +83,7 @@ struct ConfigArgs {
     #[arg(long)]
     passes: Option<usize>,
     /// Noise standard deviation in z-score units.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     sigma: Option<f32>,
     /// Seed for every random draw.
     #[arg(long)]
@@ -105,6 +112,27 @@ struct ConfigArgs {
 }
 
 #[derive(Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Case folder whose headers size the estimate (no voxel is read).
+    #[arg(long, value_name = "DIR", conflicts_with = "inputs")]
+    case: Option<PathBuf>,
+    /// One channel: NAME=PATH (repeatable), as for `run`.
+    #[arg(long = "input", value_name = "NAME=PATH")]
+    inputs: Vec<String>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    format: ValidateFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ValidateFormat {
+    Text,
+    Yaml,
+}
+
+#[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
     config: ConfigArgs,
@@ -129,13 +157,14 @@ struct RunArgs {
 fn main() -> ProcessExit {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            eprintln!("{}", usage_line(&e));
+            return ProcessExit::from(ExitCode::Usage as u8);
+        }
         Err(e) => {
+            // --help, --version
             let _ = e.print();
-            return ProcessExit::from(if e.use_stderr() {
-                ExitCode::Usage as u8
-            } else {
-                0
-            });
+            return ProcessExit::SUCCESS;
         }
     };
     init_logging(&cli);
@@ -145,10 +174,35 @@ fn main() -> ProcessExit {
     match dispatch(&cli) {
         Ok(()) => ProcessExit::SUCCESS,
         Err(e) => {
-            eprintln!("stochseg: error: {e}");
+            // the contract is one line, whatever a third-party message holds
+            let message = e.to_string();
+            eprintln!(
+                "stochseg: error: {}",
+                message.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
             ProcessExit::from(e.exit_code() as u8)
         }
     }
+}
+
+/// clap's usage error on one line, like every other error: its message and tips, without the
+/// usage block.
+fn usage_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut line = String::new();
+    for part in text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    format!("stochseg: error: {line} (see --help)")
 }
 
 fn init_logging(cli: &Cli) {
@@ -160,8 +214,11 @@ fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STOCHSEG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},ort=warn")));
+    // colours only on a terminal: log files and engines' captured stderr stay plain text
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_env_filter(filter);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
@@ -173,6 +230,21 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Run(args) => run_case(cli, args),
         Command::Validate(args) => validate(cli, args),
+        Command::Summarize { out_dir } => {
+            let (summary, files) = stochseg::summarize::summarize(out_dir)?;
+            let t = &summary.totals;
+            tracing::info!(
+                cases = t.cases,
+                ok = t.ok,
+                failed = t.failed,
+                blobs = t.blobs,
+                "cohort summarized"
+            );
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Command::Inspect { model } => {
             let (env, _) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
             let info = stochseg::infer::ort::inspect(env, model)?;
@@ -226,17 +298,21 @@ fn load_pipeline(args: &ConfigArgs, write_source_dicom: bool) -> Result<Pipeline
     Ok(base.apply(overrides)?)
 }
 
-fn case_spec(args: &RunArgs, channels: &[String]) -> Result<CaseSpec, ConfigError> {
-    if let Some(dir) = &args.case {
+fn case_spec(
+    case: Option<&PathBuf>,
+    inputs: &[String],
+    channels: &[String],
+) -> Result<CaseSpec, ConfigError> {
+    if let Some(dir) = case {
         return Ok(CaseSpec::Folder(dir.clone()));
     }
-    if args.inputs.is_empty() {
+    if inputs.is_empty() {
         return Err(ConfigError::Invalid(
             "give --case DIR or --input NAME=PATH for each channel".into(),
         ));
     }
     let mut files = Vec::new();
-    for item in &args.inputs {
+    for item in inputs {
         let (name, path) = item
             .split_once('=')
             .ok_or_else(|| ConfigError::Invalid(format!("--input '{item}': expected NAME=PATH")))?;
@@ -268,7 +344,7 @@ fn case_spec(args: &RunArgs, channels: &[String]) -> Result<CaseSpec, ConfigErro
 
 fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
     let pipeline = load_pipeline(&args.config, args.write_source_dicom)?;
-    let case = case_spec(args, &pipeline.channels)?;
+    let case = case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(run::thread_count(pipeline.execution.threads))
         .build_global()
@@ -333,8 +409,13 @@ fn report_progress(bar: Option<&indicatif::ProgressBar>, event: Event) {
     }
 }
 
-fn validate(cli: &Cli, args: &ConfigArgs) -> Result<(), Error> {
-    let pipeline = load_pipeline(args, false)?;
+fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
+    use stochseg::estimate;
+    use stochseg::infer::Model;
+    let pipeline = load_pipeline(&args.config, false)?;
+    let case = (args.case.is_some() || !args.inputs.is_empty())
+        .then(|| case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels))
+        .transpose()?;
     let (env, rt) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
     let plan = stochseg::infer::providers::ProviderPlan::from_config(&pipeline.execution)?;
     let opts = stochseg::infer::ort::OpenOptions {
@@ -342,18 +423,68 @@ fn validate(cli: &Cli, args: &ConfigArgs) -> Result<(), Error> {
         runtime: rt,
         intra_threads: 1,
         batch_size: pipeline.inference.batch_size,
+        max_batch_voxels: pipeline.inference.max_batch_voxels,
     };
+    let yaml = args.format == ValidateFormat::Yaml;
+    let mut plans = Vec::new();
+    let mut model_values = Vec::new();
     for spec in &pipeline.models {
         let model = stochseg::infer::ort::OrtModel::open(env, spec, &pipeline.channels, &opts)?;
-        use stochseg::infer::Model;
-        println!(
-            "model {}: patch {:?}, batch {:?}, provider {}, ok",
+        let provider = model.device().provider_name();
+        if !yaml {
+            println!(
+                "model {}: patch {:?}, batch {:?}, provider {provider}, ok",
+                model.name(),
+                model.patch_size(),
+                model.fixed_batch(),
+            );
+        }
+        model_values.push(serde_json::json!({
+            "name": model.name(), "path": spec.path, "patch_size": model.patch_size(),
+            "fixed_batch": model.fixed_batch(), "execution_provider": provider,
+        }));
+        plans.push(estimate::model_plan(
+            &spec.path,
             model.name(),
             model.patch_size(),
             model.fixed_batch(),
-            model.device().provider_name()
-        );
+        ));
     }
-    println!("pipeline {}: ok", pipeline.name);
+    let mut doc =
+        serde_json::json!({"pipeline": pipeline.name, "ok": true, "models": model_values});
+    if let Some(spec) = &case {
+        let grid = estimate::case_grid(spec, &pipeline)?;
+        let e = estimate::estimate(&pipeline, &plans, &grid)?;
+        let shape = grid.geometry.shape_ijk;
+        if !yaml {
+            println!(
+                "case {}: grid {}x{}x{} ({} voxels; crop assumed to be the whole grid)",
+                grid.id,
+                shape[0],
+                shape[1],
+                shape[2],
+                grid.geometry.voxel_count()
+            );
+            println!("expected peak memory: {} MiB", e.peak_memory_mib());
+            println!("expected output size: {} MiB", e.output_mib());
+        }
+        doc["case"] = serde_json::json!({
+            "id": grid.id, "shape_ijk": shape, "voxels": grid.geometry.voxel_count(),
+            "crop": "assumed to be the whole grid",
+        });
+        doc["estimate"] = serde_json::json!({
+            "peak_memory_mib": e.peak_memory_mib(), "output_mib": e.output_mib(),
+            "peak_memory_bytes": e.peak_memory_bytes, "output_bytes": e.output_bytes,
+            "memory_parts": e.memory_parts, "output_parts": e.output_parts,
+        });
+    }
+    if yaml {
+        print!(
+            "{}",
+            stochseg::yaml::to_string(&doc).map_err(ConfigError::Invalid)?
+        );
+    } else {
+        println!("pipeline {}: ok", pipeline.name);
+    }
     Ok(())
 }

@@ -55,7 +55,7 @@ impl Staging {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&parent).map_err(|e| io_error(&parent, e))?;
+        create_parent(&parent)?;
         let lock = take_lock(&parent.join(format!(".{name}.lock")), target)?;
         remove_abandoned(&parent, name);
         let dir = parent.join(format!(".{name}.partial-{}", std::process::id()));
@@ -84,7 +84,22 @@ impl Staging {
 
     pub fn write(&self, name: &str, contents: &str) -> Result<(), OutputError> {
         let path = self.file(name);
-        std::fs::write(&path, contents).map_err(|e| io_error(&path, e))
+        std::fs::write(&path, contents).map_err(|e| self.relabel(io_error(&path, e)))
+    }
+
+    /// An error about a file in the staging folder, renamed to where that file was headed
+    /// (`--out/<file>`): the staging folder is gone once the run has failed.
+    pub fn relabel(&self, e: OutputError) -> OutputError {
+        match e {
+            OutputError::Io { path, reason } => OutputError::Io {
+                path: match path.strip_prefix(&self.dir) {
+                    Ok(rest) => self.target.join(rest),
+                    Err(_) => path,
+                },
+                reason,
+            },
+            other => other,
+        }
     }
 
     /// Moves the finished folder into place.
@@ -117,6 +132,21 @@ impl Drop for Staging {
             drop(file);
         }
     }
+}
+
+/// Creates the folder that will hold the output folder, naming a file in the way plainly.
+fn create_parent(parent: &Path) -> Result<(), OutputError> {
+    if let Some(file) = parent
+        .ancestors()
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir())
+    {
+        return Err(OutputError::Io {
+            path: file.to_path_buf(),
+            reason: "is not a folder, so the output folder cannot be created in it".to_string(),
+        });
+    }
+    std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))
 }
 
 /// Opens and exclusively locks `path`; refuses when another process holds it.

@@ -89,6 +89,7 @@ pub struct Inference {
     pub overlap: f64,
     pub weighting: Weighting,
     pub batch_size: usize,
+    pub max_batch_voxels: usize,
     pub outside_logit: f32,
 }
 
@@ -203,6 +204,8 @@ pub enum ConvSearch {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_voxels: usize,
+    /// Refuse a case whose run is estimated (`crate::estimate`, from the headers) to need more.
+    pub max_memory_mib: u64,
 }
 
 /// How DICOM input is read: which series in a folder holds which channel.
@@ -301,6 +304,7 @@ impl Default for Inference {
             overlap: 0.5,
             weighting: Weighting::Gaussian,
             batch_size: 4,
+            max_batch_voxels: 1 << 18,
             outside_logit: -10.0,
         }
     }
@@ -355,6 +359,9 @@ impl Default for Limits {
         // 512^3 voxels: a 4-channel f32 case of that size needs about 2 GiB for the inputs alone
         Limits {
             max_voxels: 512 * 512 * 512,
+            // far above a BraTS case (about 1 GiB with the study's 30 passes), far below what
+            // a 512^3 case with many passes would take
+            max_memory_mib: 32 * 1024,
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct ModelEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct EnsembleInfo {
     pub mode: String,
+    /// Patches run through the models over all passes.
+    pub patches_run: usize,
     pub passes_per_model: usize,
     pub total_passes: usize,
     pub sigma: f32,

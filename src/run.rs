@@ -7,15 +7,17 @@ use std::time::Instant;
 
 use ndarray::{Array3, Zip};
 
-use crate::aggregate::{sigmoid, Aggregate, Aggregator};
+use crate::aggregate::{sigmoid, Aggregate, Aggregator, PassStore};
 use crate::blobs::{self, Blob, BlobOptions, Frame};
 use crate::ensemble::{self, EnsembleOptions, PassDone};
 use crate::error::Error;
+use crate::estimate;
 use crate::infer::ort::{OpenOptions, OrtModel};
 use crate::infer::providers::ProviderPlan;
 use crate::infer::{runtime, Model};
 use crate::io::case::{self, Case, CaseSpec};
 use crate::io::nifti;
+use crate::io::InputError;
 use crate::output::{OutputError, Staging};
 use crate::pipeline::{ConfigError, MapKind, Pipeline};
 use crate::preprocess::{self, Prepared};
@@ -103,10 +105,39 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         on_event,
     };
 
-    let case = clock.stage("load", || {
-        case::resolve(&req.case, &p.channels, &p.dicom)
-            .and_then(|files| case::load(&files, p.limits.max_voxels))
+    // the channels' headers first (size limit, one grid), then the models, so that the memory
+    // estimate refuses an oversized run before any voxel is read
+    let t = Instant::now();
+    let files = case::resolve(&req.case, &p.channels, &p.dicom)?;
+    let (case_id, grid) = case::header_grid(&files, p.limits.max_voxels)?;
+    clock.record("inspect_input", t);
+    let (env, rt) = runtime::init(req.ort_lib.as_deref())?;
+    let open = OpenOptions {
+        plan: &plan,
+        runtime: rt,
+        intra_threads: threads,
+        batch_size: p.inference.batch_size,
+        max_batch_voxels: p.inference.max_batch_voxels,
+    };
+    let mut models: Vec<OrtModel> = clock.stage("load_models", || {
+        p.models
+            .iter()
+            .map(|m| OrtModel::open(env, m, &p.channels, &open))
+            .collect::<Result<Vec<_>, _>>()
     })?;
+    check_memory(
+        p,
+        &models,
+        &files[0].path,
+        estimate::CaseGrid {
+            id: case_id,
+            geometry: grid,
+        },
+    )?;
+    stop_if_cancelled()?;
+
+    let case = clock.stage("load", || case::load(&files, p.limits.max_voxels))?;
+    stop_if_cancelled()?;
     let target = parse_axis_codes(&p.orientation)
         .ok_or_else(|| ConfigError::Invalid("/orientation: invalid".into()))?;
     let axis_map = AxisMap::between(case.geometry.axis_codes(), target)
@@ -119,23 +150,11 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             p.preprocess.crop_margin_voxels,
         )
     });
-
-    let (env, rt) = runtime::init(req.ort_lib.as_deref())?;
-    let open = OpenOptions {
-        plan: &plan,
-        runtime: rt,
-        intra_threads: threads,
-        batch_size: p.inference.batch_size,
-    };
-    let mut models: Vec<OrtModel> = clock.stage("load_models", || {
-        p.models
-            .iter()
-            .map(|m| OrtModel::open(env, m, &p.channels, &open))
-            .collect::<Result<Vec<_>, _>>()
-    })?;
     let model_entries = model_entries(&models, p);
     let t = Instant::now();
-    let aggregate = run_ensemble(&mut models, &prepared, p, &mut *clock.on_event)?;
+    let spill = staging.file(".passes.f16");
+    let (aggregate, cost) = run_ensemble(&mut models, &prepared, p, &spill, &mut *clock.on_event)?;
+    cost.record(&mut clock.timings);
     clock.record("ensemble", t);
 
     let frame = Frame {
@@ -148,24 +167,30 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         connectivity: p.blobs.connectivity,
         min_voxels: p.blobs.min_voxels,
     };
-    let (labels, found) = clock.stage("blobs", || {
-        blobs::find(&aggregate, models.len(), &blob_opts, &frame)
-    });
+    let (labels, found) = clock
+        .stage("blobs", || {
+            blobs::find(&aggregate, models.len(), &blob_opts, &frame)
+        })
+        .map_err(|e| spill_error(&spill, e))?;
     let statistics = clock.stage("statistics", || statistics(&aggregate, &prepared, p));
 
-    let outputs = clock.stage("write_maps", || {
-        write_maps(&staging, &case, &prepared, axis_map, &aggregate, &labels, p)
-    })?;
-    let seg = clock.stage("write_dicom", || {
-        let labels = on_input_grid(&labels, &prepared, axis_map, 0);
-        let probability = p.dicom_output.probability_seg.then(|| {
-            let fill = sigmoid(p.inference.outside_logit);
-            on_input_grid(&aggregate.probability, &prepared, axis_map, fill)
-        });
-        let parameters = algorithm_parameters(p, &models);
-        let grids = (&labels, probability.as_ref());
-        write_dicom(&staging, &case, grids, &found, p, &parameters)
-    })?;
+    let outputs = clock
+        .stage("write_maps", || {
+            write_maps(&staging, &case, &prepared, axis_map, &aggregate, &labels, p)
+        })
+        .map_err(|e| staging.relabel(e))?;
+    let seg = clock
+        .stage("write_dicom", || {
+            let labels = on_input_grid(&labels, &prepared, axis_map, 0);
+            let probability = p.dicom_output.probability_seg.then(|| {
+                let fill = sigmoid(p.inference.outside_logit);
+                on_input_grid(&aggregate.probability, &prepared, axis_map, fill)
+            });
+            let parameters = algorithm_parameters(p, &models);
+            let grids = (&labels, probability.as_ref());
+            write_dicom(&staging, &case, grids, &found, p, &parameters)
+        })
+        .map_err(|e| staging.relabel(e))?;
     clock
         .timings
         .insert("total".to_string(), clock.started.elapsed().as_secs_f64());
@@ -189,7 +214,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             threads,
         },
         models: model_entries,
-        ensemble: ensemble_info(p),
+        ensemble: ensemble_info(p, cost.patches),
         preprocess: preprocess_info(&prepared, p, &case.channels),
         thresholds: report::Thresholds {
             logit: p.blobs.threshold,
@@ -216,6 +241,9 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     let (yaml, json) = report.render().map_err(OutputError::from)?;
     staging.write("report.yaml", &yaml)?;
     staging.write("report.json", &json)?;
+    // an interrupt that came after the ensemble still leaves nothing behind
+    stop_if_cancelled()?;
+    drop(aggregate); // removes the spill file before the folder is committed
     let out = staging.commit()?;
     Ok(RunSummary {
         out,
@@ -223,12 +251,62 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     })
 }
 
+/// Refuses the run when its estimated peak memory exceeds `limits.max_memory_mib`.
+fn check_memory(
+    p: &Pipeline,
+    models: &[OrtModel],
+    first_input: &std::path::Path,
+    grid: estimate::CaseGrid,
+) -> Result<(), Error> {
+    let plans: Vec<estimate::ModelPlan> = models
+        .iter()
+        .map(|m| estimate::model_plan(&m.info.path, m.name(), m.patch_size(), m.fixed_batch()))
+        .collect();
+    let needed_mib = estimate::estimate(p, &plans, &grid)?.peak_memory_mib();
+    tracing::debug!(
+        needed_mib,
+        max_mib = p.limits.max_memory_mib,
+        "memory estimate"
+    );
+    if needed_mib > p.limits.max_memory_mib {
+        let [x, y, z] = grid.geometry.shape_ijk;
+        return Err(InputError::MemoryLimit {
+            path: first_input.to_path_buf(),
+            shape: format!("{x}x{y}x{z}"),
+            needed_mib,
+            max_mib: p.limits.max_memory_mib,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `Error::Interrupted` once SIGINT/SIGTERM was received (the staging folder is then dropped).
+fn stop_if_cancelled() -> Result<(), Error> {
+    if crate::cancel::requested() {
+        return Err(Error::Interrupted);
+    }
+    Ok(())
+}
+
+/// Per-pass maps larger than this go to a spill file instead of memory.
+const SPILL_ABOVE_BYTES: usize = 128 << 20;
+
+fn spill_error(path: &std::path::Path, e: std::io::Error) -> Error {
+    OutputError::Io {
+        path: path.to_path_buf(),
+        reason: format!("per-pass spill file: {e}"),
+    }
+    .into()
+}
+
 fn run_ensemble(
     models: &mut [OrtModel],
     prepared: &Prepared,
     p: &Pipeline,
+    spill: &std::path::Path,
     on_event: &mut dyn FnMut(Event),
-) -> Result<Aggregate, Error> {
+) -> Result<(Aggregate, EnsembleCost), Error> {
     let opts = EnsembleOptions {
         passes: p.passes_per_model(),
         sigma: p.effective_sigma(),
@@ -238,9 +316,21 @@ fn run_ensemble(
             overlap: p.inference.overlap,
             weighting: p.inference.weighting,
             batch_size: p.inference.batch_size,
+            max_batch_voxels: p.inference.max_batch_voxels,
         },
     };
-    let mut aggregator = Aggregator::new(prepared.crop.shape(), p.ensemble.aggregation);
+    let shape = prepared.crop.shape();
+    let pass_bytes = shape.iter().product::<usize>()
+        * std::mem::size_of::<half::f16>()
+        * opts.passes
+        * models.len();
+    let store = if pass_bytes > SPILL_ABOVE_BYTES {
+        PassStore::spilled(shape, spill).map_err(|e| spill_error(spill, e))?
+    } else {
+        PassStore::in_memory(shape)
+    };
+    let mut aggregator = Aggregator::new(shape, p.ensemble.aggregation, store);
+    let mut cost = EnsembleCost::default();
     let mut boxed: Vec<Box<dyn Model + '_>> = models
         .iter_mut()
         .map(|m| Box::new(m) as Box<dyn Model>)
@@ -251,9 +341,41 @@ fn run_ensemble(
         prepared.brain.view(),
         &opts,
         &mut aggregator,
-        &mut |d| on_event(Event::Pass(d)),
+        &mut |d| {
+            cost.add(&d);
+            on_event(Event::Pass(d))
+        },
     )?;
-    Ok(aggregator.finish())
+    let aggregate = aggregator.finish().map_err(|e| spill_error(spill, e))?;
+    Ok((aggregate, cost))
+}
+
+/// Where the ensemble's time went, summed over passes.
+#[derive(Debug, Clone, Default)]
+struct EnsembleCost {
+    noise_seconds: f64,
+    window_seconds: f64,
+    onnxruntime_seconds: f64,
+    patches: usize,
+}
+
+impl EnsembleCost {
+    fn add(&mut self, d: &PassDone) {
+        self.noise_seconds += d.noise_seconds;
+        self.window_seconds += d.inference_seconds;
+        self.onnxruntime_seconds += d.model_seconds;
+        self.patches += d.patches;
+    }
+
+    /// Timings for the report: noise, ONNX Runtime, and the sliding window's own work.
+    fn record(&self, timings: &mut BTreeMap<String, f64>) {
+        timings.insert("ensemble_noise".into(), self.noise_seconds);
+        timings.insert("ensemble_onnxruntime".into(), self.onnxruntime_seconds);
+        timings.insert(
+            "ensemble_window".into(),
+            (self.window_seconds - self.onnxruntime_seconds).max(0.0),
+        );
+    }
 }
 
 fn statistics(aggregate: &Aggregate, prepared: &Prepared, p: &Pipeline) -> report::Statistics {
@@ -455,15 +577,20 @@ fn model_entries(models: &[OrtModel], p: &Pipeline) -> Vec<report::ModelEntry> {
             path: m.info.path.clone(),
             sha256: m.info.sha256.clone(),
             patch_size: m.patch_size(),
-            batch_size: m.fixed_batch().unwrap_or(p.inference.batch_size),
+            batch_size: m.fixed_batch().unwrap_or(crate::window::capped_batch(
+                m.patch_size(),
+                p.inference.batch_size,
+                p.inference.max_batch_voxels,
+            )),
             execution_provider: m.device().provider_name().to_string(),
             metadata: m.info.metadata.clone(),
         })
         .collect()
 }
 
-fn ensemble_info(p: &Pipeline) -> report::EnsembleInfo {
+fn ensemble_info(p: &Pipeline, patches_run: usize) -> report::EnsembleInfo {
     report::EnsembleInfo {
+        patches_run,
         mode: snake(&p.ensemble.mode),
         passes_per_model: p.passes_per_model(),
         total_passes: p.passes_per_model() * p.models.len(),

@@ -3,7 +3,8 @@
 //!
 //! Rules (shared with the golden reference `tests/fixtures/golden/make_golden.py`):
 //! - an axis shorter than the patch is padded with zeros to the patch size, `floor(diff / 2)`
-//!   before and the rest after, and the output is cropped back;
+//!   before and the rest after, and the output is cropped back (done by clipping windows to the
+//!   input, without a padded copy);
 //! - window starts follow nnU-Net: `n = ceil((S - P) / (P * (1 - overlap))) + 1` windows spread
 //!   evenly from 0 to `S - P`, start `i` at `floor(i * (S - P) / (n - 1) + 0.5)`;
 //! - windows are visited z outer, then y, then x;
@@ -13,7 +14,7 @@
 //!
 //! Arrays are `[c, z, y, x]` in, `[z, y, x]` out; a patch is `(D, H, W) = (z, y, x)`.
 
-use ndarray::{s, Array3, Array4, Array5, ArrayView3, ArrayView4, Axis, CowArray, Ix4, Zip};
+use ndarray::{s, Array3, Array5, ArrayView3, ArrayView4, Axis, Zip};
 
 use crate::infer::{Model, ModelError};
 use crate::pipeline::Weighting;
@@ -25,6 +26,8 @@ pub struct WindowOptions {
     pub weighting: Weighting,
     /// Patches per model call (a model with a fixed batch dimension overrides it).
     pub batch_size: usize,
+    /// At most this many voxels per batch (see `batch_for`).
+    pub max_batch_voxels: usize,
 }
 
 /// Window start positions along one axis of (padded) length `size >= patch`.
@@ -59,12 +62,56 @@ pub fn importance_map(patch: [usize; 3], weighting: Weighting) -> Array3<f32> {
     }
 }
 
-/// Padding `(before, after)` per axis to reach at least the patch size.
-fn padding(shape: [usize; 3], patch: [usize; 3]) -> [(usize, usize); 3] {
-    [0, 1, 2].map(|a| {
-        let diff = patch[a].saturating_sub(shape[a]);
-        (diff / 2, diff - diff / 2)
-    })
+/// Where each window lies on one axis of the input: windows are placed on the axis padded to at
+/// least the patch size (`floor(diff / 2)` before), so a start may be negative.
+fn axis_starts(size: usize, patch: usize, overlap: f64) -> Vec<isize> {
+    let before = (patch.saturating_sub(size) / 2) as isize;
+    window_starts(size.max(patch), patch, overlap)
+        .into_iter()
+        .map(|s| s as isize - before)
+        .collect()
+}
+
+/// The part of a window that lies inside the input, per axis: `(input range, patch offset)`.
+fn overlap_ranges(
+    start: [isize; 3],
+    patch: [usize; 3],
+    shape: [usize; 3],
+) -> ([std::ops::Range<usize>; 3], [usize; 3]) {
+    let axis = |a: usize| {
+        let lo = start[a].max(0) as usize;
+        let hi = ((start[a] + patch[a] as isize).max(0) as usize).min(shape[a]);
+        (lo..hi.max(lo), (lo as isize - start[a]) as usize)
+    };
+    let (z, y, x) = (axis(0), axis(1), axis(2));
+    ([z.0, y.0, x.0], [z.1, y.1, x.1])
+}
+
+/// Patches per model call: the model's fixed batch, else `batch_size` capped so a batch holds at
+/// most `max_batch_voxels` voxels (large patches run one at a time: on the CPU a batch costs
+/// the same per patch, and the activations of a big batch cost memory).
+pub fn batch_for(model: &dyn Model, opts: &WindowOptions) -> usize {
+    model
+        .fixed_batch()
+        .unwrap_or_else(|| capped_batch(model.patch_size(), opts.batch_size, opts.max_batch_voxels))
+}
+
+/// `batch_size` capped so that a batch of `patch`es holds at most `max_batch_voxels` voxels.
+pub fn capped_batch(patch: [usize; 3], batch_size: usize, max_batch_voxels: usize) -> usize {
+    let voxels: usize = patch.iter().product();
+    batch_size
+        .min((max_batch_voxels / voxels.max(1)).max(1))
+        .max(1)
+}
+
+/// A stitched map and what it cost.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub logits: Array3<f32>,
+    /// Patches run through the model (padding slots of the last batch not counted).
+    pub patches: usize,
+    /// Seconds spent inside the model's `predict` calls.
+    pub model_seconds: f64,
 }
 
 /// Runs `model` over `input` (`[c, z, y, x]`) window by window and stitches the outputs.
@@ -72,14 +119,11 @@ pub fn predict(
     model: &mut dyn Model,
     input: ArrayView4<f32>,
     opts: &WindowOptions,
-) -> Result<Array3<f32>, ModelError> {
+) -> Result<Prediction, ModelError> {
     let patch = model.patch_size();
     let shape = [input.shape()[1], input.shape()[2], input.shape()[3]];
-    let pad = padding(shape, patch);
-    let padded = pad_input(input, pad);
-    let padded_shape = [padded.shape()[1], padded.shape()[2], padded.shape()[3]];
-    let starts: Vec<Vec<usize>> = (0..3)
-        .map(|a| window_starts(padded_shape[a], patch[a], opts.overlap))
+    let starts: Vec<Vec<isize>> = (0..3)
+        .map(|a| axis_starts(shape[a], patch[a], opts.overlap))
         .collect();
     let mut windows = Vec::with_capacity(starts.iter().map(Vec::len).product());
     for &z in &starts[0] {
@@ -87,63 +131,51 @@ pub fn predict(
             windows.extend(starts[2].iter().map(|&x| [z, y, x]));
         }
     }
-    let batch = model
-        .fixed_batch()
-        .unwrap_or(opts.batch_size.min(windows.len()).max(1));
-    let mut stitcher = Stitcher::new(padded_shape, importance_map(patch, opts.weighting));
+    let batch = batch_for(model, opts);
+    let mut stitcher = Stitcher::new(shape, importance_map(patch, opts.weighting));
     let mut buffer = Array5::<f32>::zeros((batch, input.shape()[0], patch[0], patch[1], patch[2]));
+    let mut model_seconds = 0.0;
     for group in windows.chunks(batch) {
         if crate::cancel::requested() {
             return Err(ModelError::Interrupted);
         }
         for (slot, w) in group.iter().enumerate() {
-            buffer
-                .index_axis_mut(Axis(0), slot)
-                .assign(&padded.slice(s![
-                    ..,
-                    w[0]..w[0] + patch[0],
-                    w[1]..w[1] + patch[1],
-                    w[2]..w[2] + patch[2]
-                ]));
+            fill_patch(buffer.index_axis_mut(Axis(0), slot), input, *w);
         }
         for slot in group.len()..batch {
             buffer.index_axis_mut(Axis(0), slot).fill(0.0);
         }
+        let t = std::time::Instant::now();
         let out = model.predict(buffer.view())?;
+        model_seconds += t.elapsed().as_secs_f64();
         for (slot, w) in group.iter().enumerate() {
             stitcher.add(*w, out.index_axis(Axis(0), slot));
         }
     }
-    let full = stitcher.finish();
-    Ok(full
-        .slice(s![
-            pad[0].0..pad[0].0 + shape[0],
-            pad[1].0..pad[1].0 + shape[1],
-            pad[2].0..pad[2].0 + shape[2]
-        ])
-        .to_owned())
+    Ok(Prediction {
+        logits: stitcher.finish(),
+        patches: windows.len(),
+        model_seconds,
+    })
 }
 
-fn pad_input(input: ArrayView4<'_, f32>, pad: [(usize, usize); 3]) -> CowArray<'_, f32, Ix4> {
-    if pad.iter().all(|&(b, a)| b == 0 && a == 0) {
-        return CowArray::from(input);
+/// Copies the window at `start` into `patch` (`[c, D, H, W]`), zeros where it leaves the input.
+fn fill_patch(mut patch: ndarray::ArrayViewMut4<f32>, input: ArrayView4<f32>, start: [isize; 3]) {
+    let p = [patch.shape()[1], patch.shape()[2], patch.shape()[3]];
+    let shape = [input.shape()[1], input.shape()[2], input.shape()[3]];
+    let ([rz, ry, rx], [oz, oy, ox]) = overlap_ranges(start, p, shape);
+    let inside = [rz.len(), ry.len(), rx.len()];
+    if inside != p {
+        patch.fill(0.0);
     }
-    let sh = input.shape();
-    let padded = (
-        sh[0],
-        sh[1] + pad[0].0 + pad[0].1,
-        sh[2] + pad[1].0 + pad[1].1,
-        sh[3] + pad[2].0 + pad[2].1,
-    );
-    let mut out = Array4::zeros(padded);
-    out.slice_mut(s![
-        ..,
-        pad[0].0..pad[0].0 + sh[1],
-        pad[1].0..pad[1].0 + sh[2],
-        pad[2].0..pad[2].0 + sh[3]
-    ])
-    .assign(&input);
-    CowArray::from(out)
+    patch
+        .slice_mut(s![
+            ..,
+            oz..oz + inside[0],
+            oy..oy + inside[1],
+            ox..ox + inside[2]
+        ])
+        .assign(&input.slice(s![.., rz, ry, rx]));
 }
 
 /// Weighted accumulation of patch outputs; `finish` consumes it.
@@ -162,18 +194,22 @@ impl Stitcher {
         }
     }
 
-    /// Adds one patch output whose corner is at `start` (`[z, y, x]`).
-    pub fn add(&mut self, start: [usize; 3], patch: ArrayView3<f32>) {
-        let p = self.importance.shape();
-        let region = s![
-            start[0]..start[0] + p[0],
-            start[1]..start[1] + p[1],
-            start[2]..start[2] + p[2]
+    /// Adds one patch output whose corner is at `start` (`[z, y, x]`, may lie outside the map:
+    /// only the part inside is kept).
+    pub fn add(&mut self, start: [isize; 3], patch: ArrayView3<f32>) {
+        let p = [patch.shape()[0], patch.shape()[1], patch.shape()[2]];
+        let shape = [
+            self.sum.shape()[0],
+            self.sum.shape()[1],
+            self.sum.shape()[2],
         ];
+        let ([rz, ry, rx], [oz, oy, ox]) = overlap_ranges(start, p, shape);
+        let inside = s![oz..oz + rz.len(), oy..oy + ry.len(), ox..ox + rx.len()];
+        let region = s![rz, ry, rx];
         Zip::from(self.sum.slice_mut(region))
             .and(self.weight.slice_mut(region))
-            .and(&patch)
-            .and(&self.importance)
+            .and(patch.slice(inside))
+            .and(self.importance.slice(inside))
             .for_each(|s, w, &v, &imp| {
                 *s += imp * v;
                 *w += imp;
@@ -194,6 +230,7 @@ impl Stitcher {
 mod tests {
     use super::*;
     use crate::infer::testing::Pointwise;
+    use ndarray::Array4;
 
     #[test]
     fn starts_cover_the_axis_evenly() {
@@ -241,8 +278,9 @@ mod tests {
                                 overlap,
                                 weighting,
                                 batch_size,
+                                max_batch_voxels: 1 << 20,
                             };
-                            let out = predict(&mut model, input.view(), &opts).unwrap();
+                            let out = predict(&mut model, input.view(), &opts).unwrap().logits;
                             let want = input.index_axis(Axis(0), 0).mapv(|v| v + 1.0);
                             let worst = Zip::from(&out)
                                 .and(&want)
@@ -260,6 +298,27 @@ mod tests {
     }
 
     #[test]
+    fn large_patches_are_batched_by_voxels() {
+        assert_eq!(capped_batch([16, 32, 32], 4, 1 << 18), 4);
+        assert_eq!(capped_batch([16, 64, 64], 8, 1 << 18), 4);
+        assert_eq!(capped_batch([16, 256, 256], 4, 1 << 18), 1);
+        let mut model = Pointwise::new([16, 256, 256], None);
+        let opts = WindowOptions {
+            overlap: 0.5,
+            weighting: Weighting::Gaussian,
+            batch_size: 4,
+            max_batch_voxels: 1 << 18,
+        };
+        predict(
+            &mut model,
+            Array4::<f32>::zeros((1, 40, 20, 20)).view(),
+            &opts,
+        )
+        .unwrap();
+        assert!(model.batch_sizes_seen.iter().all(|&b| b == 1));
+    }
+
+    #[test]
     fn fixed_batch_models_get_full_batches() {
         let input = Array4::<f32>::zeros((1, 20, 20, 20));
         let mut model = Pointwise::new([8, 8, 8], Some(1));
@@ -267,6 +326,7 @@ mod tests {
             overlap: 0.5,
             weighting: Weighting::Gaussian,
             batch_size: 8,
+            max_batch_voxels: 1 << 20,
         };
         predict(&mut model, input.view(), &opts).unwrap();
         assert!(model.batch_sizes_seen.iter().all(|&b| b == 1));

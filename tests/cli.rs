@@ -20,7 +20,10 @@ fn stderr(o: &Output) -> String {
 
 fn error_line(o: &Output) -> String {
     let text = stderr(o);
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("stochseg: error:")).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("stochseg: error:"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {text}");
     lines[0].to_string()
 }
@@ -56,7 +59,8 @@ fn schemas_print_and_parse() {
         let o = bin().args(["schema", which]).output().unwrap();
         assert!(o.status.success());
         let text = String::from_utf8(o.stdout).unwrap();
-        let on_disk = std::fs::read_to_string(root().join(format!("schemas/{which}.schema.yaml"))).unwrap();
+        let on_disk =
+            std::fs::read_to_string(root().join(format!("schemas/{which}.schema.yaml"))).unwrap();
         assert_eq!(text, on_disk);
     }
 }
@@ -75,12 +79,25 @@ fn config_errors_name_the_key_path() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("p.yaml");
     std::fs::write(&cfg, "models: [{path: m.onnx}]\nensemble: {sigma: -1}\n").unwrap();
-    let o = bin().arg("validate").arg("--pipeline").arg(&cfg).output().unwrap();
+    let o = bin()
+        .arg("validate")
+        .arg("--pipeline")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let line = error_line(&o);
-    assert!(line.contains("p.yaml") && line.contains("/ensemble/sigma"), "{line}");
+    assert!(
+        line.contains("p.yaml") && line.contains("/ensemble/sigma"),
+        "{line}"
+    );
     std::fs::write(&cfg, "models: [{path: m.onnx}]\nblobs: {conectivity: 6}\n").unwrap();
-    let o = bin().arg("validate").arg("--pipeline").arg(&cfg).output().unwrap();
+    let o = bin()
+        .arg("validate")
+        .arg("--pipeline")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(error_line(&o).contains("conectivity"));
 }
@@ -89,10 +106,16 @@ fn config_errors_name_the_key_path() {
 fn missing_onnx_runtime_names_what_was_tried() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let o = run_small(&out, &["--ort-lib", "/nonexistent/libonnxruntime.so.1.31.1"]);
+    let o = run_small(
+        &out,
+        &["--ort-lib", "/nonexistent/libonnxruntime.so.1.31.1"],
+    );
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let line = error_line(&o);
-    assert!(line.contains("/nonexistent/libonnxruntime.so.1.31.1") && line.contains("make setup"), "{line}");
+    assert!(
+        line.contains("/nonexistent/libonnxruntime.so.1.31.1") && line.contains("make setup"),
+        "{line}"
+    );
     assert!(!out.exists());
     assert_no_output(tmp.path(), "out");
 }
@@ -104,7 +127,10 @@ fn cuda_without_a_gpu_build_fails_with_exit_4() {
     let o = run_small(&out, &["--device", "cuda:0"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let line = error_line(&o);
-    assert!(line.contains("CUDAExecutionProvider cannot be used"), "{line}");
+    assert!(
+        line.contains("CUDAExecutionProvider cannot be used"),
+        "{line}"
+    );
     assert!(!out.exists());
     assert_no_output(tmp.path(), "out");
 }
@@ -113,12 +139,26 @@ fn cuda_without_a_gpu_build_fails_with_exit_4() {
 fn allowed_fallback_runs_on_cpu_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let o = run_small(&out, &["--device", "tensorrt", "--allow-fallback", "--deterministic"]);
+    let o = run_small(
+        &out,
+        &[
+            "--device",
+            "tensorrt",
+            "--allow-fallback",
+            "--deterministic",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["models"][0]["execution_provider"], "CPUExecutionProvider");
-    assert_eq!(report["runtime"]["providers_requested"], serde_json::json!(["tensorrt", "cpu"]));
+    assert_eq!(
+        report["models"][0]["execution_provider"],
+        "CPUExecutionProvider"
+    );
+    assert_eq!(
+        report["runtime"]["providers_requested"],
+        serde_json::json!(["tensorrt", "cpu"])
+    );
 }
 
 #[test]

@@ -24,8 +24,17 @@ pub struct OpenOptions<'a> {
     pub plan: &'a ProviderPlan,
     pub runtime: &'a Runtime,
     pub intra_threads: usize,
-    /// Patches per call for models with a dynamic batch dimension.
+    /// Patches per call for models with a dynamic batch dimension (capped by voxels, see
+    /// `window::capped_batch`).
     pub batch_size: usize,
+    pub max_batch_voxels: usize,
+}
+
+impl OpenOptions<'_> {
+    /// The one batch size a GPU session of a dynamic-batch model is pinned to.
+    fn gpu_batch(&self, patch: [usize; 3]) -> usize {
+        crate::window::capped_batch(patch, self.batch_size, self.max_batch_voxels)
+    }
 }
 
 /// A tensor as the graph declares it.
@@ -86,6 +95,11 @@ fn build_session(
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
         .with_intra_threads(intra_threads)?
         .with_intra_op_spinning(false)?;
+    if std::env::var_os("STOCHSEG_EXPERIMENT_NO_ARENA").is_some() {
+        builder = builder
+            .with_memory_pattern(false)?
+            .with_execution_providers([ort::ep::CPU::default().build()])?;
+    }
     if !providers.is_empty() {
         builder = builder.with_execution_providers(providers)?;
     }
@@ -179,7 +193,7 @@ impl OrtModel {
         // a GPU session keeps one input shape, so the batch is pinned even when the graph's is dynamic
         let batch = contract
             .batch
-            .or((device != Device::Cpu).then_some(opts.batch_size));
+            .or((device != Device::Cpu).then_some(opts.gpu_batch(contract.patch)));
         Ok(OrtModel {
             name,
             session,
@@ -197,6 +211,11 @@ impl OrtModel {
     pub fn device(&self) -> Device {
         self.device
     }
+
+    /// How inference errors name the model: its file.
+    fn label(&self) -> String {
+        self.info.path.display().to_string()
+    }
 }
 
 /// The session on the first provider of the plan that works.
@@ -211,7 +230,7 @@ fn place(
 ) -> Result<(Session, Device), ModelError> {
     let hint = ShapeHint {
         input_name: contract.input_name.clone(),
-        batch: contract.batch.unwrap_or(opts.batch_size),
+        batch: contract.batch.unwrap_or(opts.gpu_batch(contract.patch)),
         channels,
         patch: contract.patch,
         model_sha256: info.sha256.clone(),
@@ -406,8 +425,9 @@ impl Model for OrtModel {
     }
 
     fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
+        let label = self.label();
         let fail = |reason: String| ModelError::Inference {
-            model: self.name.clone(),
+            model: label.clone(),
             reason,
         };
         let tensor = TensorRef::from_array_view(batch).map_err(|e| fail(e.to_string()))?;
@@ -415,13 +435,13 @@ impl Model for OrtModel {
             .session
             .run(ort::inputs![self.input_name.as_str() => tensor])
             .map_err(|e| ModelError::Inference {
-                model: self.name.clone(),
+                model: label.clone(),
                 reason: e.to_string(),
             })?;
         let view = outputs[self.output_name.as_str()]
             .try_extract_array::<f32>()
             .map_err(|e| ModelError::Inference {
-                model: self.name.clone(),
+                model: label.clone(),
                 reason: e.to_string(),
             })?;
         let n = batch.shape()[0];
@@ -438,7 +458,7 @@ impl Model for OrtModel {
             Some(v) if v.shape() == expected => v.to_owned(),
             _ => {
                 return Err(ModelError::Inference {
-                    model: self.name.clone(),
+                    model: label.clone(),
                     reason: format!(
                         "output has shape {:?}, expected {expected:?}",
                         outputs[self.output_name.as_str()].shape()
@@ -449,7 +469,7 @@ impl Model for OrtModel {
         let bad = out.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
             return Err(ModelError::NonFinite {
-                model: self.name.clone(),
+                model: label.clone(),
                 count: bad,
             });
         }

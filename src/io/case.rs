@@ -306,6 +306,25 @@ fn read_channel(f: &ChannelFile, max_voxels: usize) -> Result<(Array3<f32>, Sour
     }
 }
 
+/// The case id and grid from the channels' headers alone (no voxel is read), with the checks
+/// `load` makes before reading voxels: size limit and one grid.
+pub fn header_grid(
+    files: &[ChannelFile],
+    max_voxels: usize,
+) -> Result<(String, Geometry), InputError> {
+    let first = files.first().ok_or_else(|| InputError::NotFound {
+        path: PathBuf::new(),
+    })?;
+    let headers: Vec<Geometry> = files
+        .iter()
+        .map(|f| channel_geometry(f, max_voxels))
+        .collect::<Result<_, _>>()?;
+    for (f, g) in files.iter().zip(&headers).skip(1) {
+        check_same_grid(&headers[0], g, &first.path, &f.channel, &f.path)?;
+    }
+    Ok((resolved_case_id(first), headers[0].clone()))
+}
+
 /// Loads every channel and checks they share one grid. Headers are checked first, so a grid
 /// mismatch or an oversized input is refused before voxels are read.
 pub fn load(files: &[ChannelFile], max_voxels: usize) -> Result<Case, InputError> {
@@ -319,25 +338,27 @@ pub fn load(files: &[ChannelFile], max_voxels: usize) -> Result<Case, InputError
     for (f, g) in files.iter().zip(&headers).skip(1) {
         check_same_grid(&headers[0], g, &first.path, &f.channel, &f.path)?;
     }
-    let (images, sources): (Vec<Array3<f32>>, Vec<Source>) = files
-        .iter()
-        .map(|f| read_channel(f, max_voxels))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
-    for (f, img) in files.iter().zip(&images) {
-        if img.iter().all(|&v| v == 0.0) {
+    // each channel goes straight into its slot: one copy of the case in memory, not two
+    let [ni, nj, nk] = headers[0].shape_ijk;
+    let mut stacked = ndarray::Array4::<f32>::zeros((files.len(), nk, nj, ni));
+    let mut sources = Vec::with_capacity(files.len());
+    for (c, f) in files.iter().enumerate() {
+        let (image, source) = read_channel(f, max_voxels)?;
+        if image.iter().all(|&v| v == 0.0) {
             return Err(InputError::EmptyChannel {
                 path: f.path.clone(),
                 channel: f.channel.clone(),
             });
         }
+        if image.shape() != stacked.index_axis(Axis(0), c).shape() {
+            return Err(InputError::Format {
+                path: f.path.clone(),
+                reason: "voxel data does not match the header dimensions".to_string(),
+            });
+        }
+        stacked.index_axis_mut(Axis(0), c).assign(&image);
+        sources.push(source);
     }
-    let views: Vec<_> = images.iter().map(|i| i.view()).collect();
-    let stacked = ndarray::stack(Axis(0), &views).map_err(|_| InputError::Format {
-        path: first.path.clone(),
-        reason: "channels could not be stacked".to_string(),
-    })?;
     Ok(Case {
         id: resolved_case_id(first),
         channels: files.iter().map(|f| f.channel.clone()).collect(),

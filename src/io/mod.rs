@@ -21,6 +21,13 @@ pub enum InputError {
         voxels: usize,
         max_voxels: usize,
     },
+    #[error("{path}: a run on this {shape} case needs an estimated {needed_mib} MiB, over the limit of {max_mib} MiB (raise limits.max_memory_mib in the pipeline config, or use fewer passes or a smaller batch)")]
+    MemoryLimit {
+        path: PathBuf,
+        shape: String,
+        needed_mib: u64,
+        max_mib: u64,
+    },
     #[error("{path}: {count} voxels are NaN or infinite")]
     NonFinite { path: PathBuf, count: usize },
     #[error("{path}: channel {channel} is all zero")]

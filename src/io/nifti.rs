@@ -7,11 +7,15 @@
 //! `scl_slope`/`scl_inter` when the slope is non-zero. Output files copy the reference header
 //! (sform, qform, pixdim, units) so they carry the input's affine bit for bit.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, ArrayView3, Ix3};
+use ndarray::{Array3, ArrayView3};
 use nifti::writer::WriterOptions;
-use nifti::{DataElement, IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
+use nifti::{
+    DataElement, InMemNiftiObject, InMemNiftiVolume, NiftiHeader, NiftiObject, NiftiType,
+    ReaderOptions,
+};
 
 use crate::io::InputError;
 use crate::volume::Geometry;
@@ -33,15 +37,138 @@ fn format_error(path: &Path, reason: impl Into<String>) -> InputError {
 }
 
 /// Reads only the header and checks that the file describes one 3-D volume of at most
-/// `max_voxels` voxels, before any voxel is allocated.
+/// `max_voxels` voxels that this reader can decode, before any voxel is allocated.
 pub fn read_header(path: &Path, max_voxels: usize) -> Result<(NiftiHeader, Geometry), InputError> {
     if !path.is_file() {
         return Err(InputError::NotFound {
             path: path.to_path_buf(),
         });
     }
-    let header = NiftiHeader::from_file(path).map_err(|e| format_error(path, describe(&e)))?;
-    let shape = spatial_shape(&header).map_err(|r| format_error(path, r))?;
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Err(format_error(path, "file is empty (0 bytes)"));
+    }
+    let file = std::fs::File::open(path)
+        .map_err(|e| format_error(path, format!("cannot read: {}", one_line(&e.to_string()))))?;
+    let file = std::io::BufReader::new(file);
+    // as nifti 0.18 decides: a name ending in .gz is gzip-compressed
+    if path.extension().is_some_and(|e| e == "gz") {
+        read_head(path, flate2::read::GzDecoder::new(file), max_voxels)
+    } else {
+        read_head(path, file, max_voxels)
+    }
+}
+
+/// Reads a 3-D volume (a 4-D file with one volume is accepted) as f32.
+pub fn read_volume(path: &Path, max_voxels: usize) -> Result<NiftiImage, InputError> {
+    let (_, geometry) = read_header(path, max_voxels)?;
+    let object = ReaderOptions::new()
+        .read_file(path)
+        .map_err(|e| format_error(path, describe(&e)))?;
+    finish(path, object, geometry)
+}
+
+/// Reads a NIfTI-1 volume held in memory, gzip-compressed or not (told by its first two bytes);
+/// `path` only names it in messages. The same checks as `read_volume` (the fuzz targets' entry).
+pub fn read_volume_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    max_voxels: usize,
+) -> Result<NiftiImage, InputError> {
+    let gzipped = bytes.starts_with(&[0x1f, 0x8b]);
+    let source = || -> Box<dyn Read + '_> {
+        if gzipped {
+            Box::new(flate2::read::GzDecoder::new(bytes))
+        } else {
+            Box::new(bytes)
+        }
+    };
+    let (_, geometry) = read_head(path, source(), max_voxels)?;
+    let object =
+        InMemNiftiObject::from_reader(source()).map_err(|e| format_error(path, describe(&e)))?;
+    finish(path, object, geometry)
+}
+
+/// Largest `vox_offset` accepted: the header plus this much of extensions.
+const MAX_VOX_OFFSET: usize = 64 << 20;
+
+/// The header from the start of a (decompressed) stream, checked (`check_header`), and the
+/// bytes up to `vox_offset` checked against the extension sizes (`check_layout`).
+fn read_head(
+    path: &Path,
+    mut source: impl Read,
+    max_voxels: usize,
+) -> Result<(NiftiHeader, Geometry), InputError> {
+    let mut head = vec![0u8; 348];
+    source
+        .read_exact(&mut head)
+        .map_err(|e| format_error(path, describe(&nifti::NiftiError::Io(e))))?;
+    let header =
+        NiftiHeader::from_reader(&head[..]).map_err(|e| format_error(path, describe(&e)))?;
+    let geometry = check_header(path, &header, max_voxels)?;
+    check_layout(&header, &mut head, source).map_err(|r| format_error(path, r))?;
+    Ok((header, geometry))
+}
+
+/// nifti 0.18 trusts each extension's `esize` (reserving that much memory) and reads the voxels
+/// right after the last extension, whatever `vox_offset` says. So the extensions must exactly
+/// fill the bytes from 352 to `vox_offset`, each at least 8 bytes; `head` holds the first 348.
+fn check_layout(h: &NiftiHeader, head: &mut Vec<u8>, source: impl Read) -> Result<(), String> {
+    let offset = f64::from(h.vox_offset);
+    if &h.magic == b"ni1\0" {
+        // a .hdr/.img pair: the voxels start the .img file
+        return match offset {
+            0.0 => Ok(()),
+            _ => Err(format!(
+                "vox_offset {offset} in a .hdr/.img pair is not supported (0 is)"
+            )),
+        };
+    }
+    if !(352.0..=MAX_VOX_OFFSET as f64).contains(&offset) || offset.fract() != 0.0 {
+        return Err(format!(
+            "vox_offset {offset} is not a byte offset from 352 (the header's end) to {MAX_VOX_OFFSET}"
+        ));
+    }
+    let offset = offset as usize;
+    let wanted = (offset - head.len()) as u64;
+    let read = source
+        .take(wanted)
+        .read_to_end(head)
+        .map_err(|e| describe(&nifti::NiftiError::Io(e)))?;
+    if (read as u64) < wanted {
+        return Err(format!(
+            "file is truncated (it ends before vox_offset {offset})"
+        ));
+    }
+    if offset > 352 && head[348] == 0 {
+        return Err(format!(
+            "vox_offset {offset} leaves {} bytes before the voxels but no extension is declared",
+            offset - 352
+        ));
+    }
+    let mut at = 352;
+    while at < offset {
+        let bytes: [u8; 4] = head
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("extension at byte {at} runs past vox_offset {offset}"))?;
+        let esize = match h.endianness {
+            nifti::Endianness::Little => i32::from_le_bytes(bytes),
+            nifti::Endianness::Big => i32::from_be_bytes(bytes),
+        };
+        if esize < 8 || esize as usize > offset - at {
+            return Err(format!(
+                "extension at byte {at} has size {esize}, which does not fit between the header and vox_offset {offset}"
+            ));
+        }
+        at += esize as usize;
+    }
+    Ok(())
+}
+
+/// Everything the header must satisfy before voxels are read: one 3-D volume within the limit,
+/// a scalar datatype whose `bitpix` matches, a usable scaling and a regular affine.
+fn check_header(path: &Path, h: &NiftiHeader, max_voxels: usize) -> Result<Geometry, InputError> {
+    let shape = spatial_shape(h).map_err(|r| format_error(path, r))?;
     let voxels = shape
         .iter()
         .try_fold(1usize, |acc, &s| acc.checked_mul(s))
@@ -53,46 +180,81 @@ pub fn read_header(path: &Path, max_voxels: usize) -> Result<(NiftiHeader, Geome
             max_voxels,
         });
     }
-    let affine_lps = affine_lps(&header).map_err(|r| format_error(path, r))?;
-    Ok((
-        header,
-        Geometry {
-            shape_ijk: shape,
-            affine_lps,
-        },
-    ))
+    check_datatype(h).map_err(|r| format_error(path, r))?;
+    scaling(h).map_err(|r| format_error(path, r))?;
+    let affine_lps = affine_lps(h).map_err(|r| format_error(path, r))?;
+    Ok(Geometry {
+        shape_ijk: shape,
+        affine_lps,
+    })
 }
 
-/// Reads a 3-D volume (a 4-D file with one volume is accepted) as f32.
-pub fn read_volume(path: &Path, max_voxels: usize) -> Result<NiftiImage, InputError> {
-    let (_, geometry) = read_header(path, max_voxels)?;
-    let object = ReaderOptions::new()
-        .read_file(path)
-        .map_err(|e| format_error(path, describe(&e)))?;
+/// A scalar datatype (no complex, RGB or 128-bit types) with `bitpix` = 8 x its size (nifti 0.18
+/// sizes the voxel buffer from `bitpix` but decodes by `datatype`, and panics when they differ).
+fn check_datatype(h: &NiftiHeader) -> Result<NiftiType, String> {
+    use NiftiType::*;
+    let t = h
+        .data_type()
+        .map_err(|_| format!("datatype {} is not a NIfTI-1 datatype", h.datatype))?;
+    if !matches!(
+        t,
+        Uint8 | Int8 | Uint16 | Int16 | Uint32 | Int32 | Uint64 | Int64 | Float32 | Float64
+    ) {
+        return Err(format!(
+            "datatype {} ({t:?}) is not supported (a scalar integer or float type is needed)",
+            h.datatype
+        ));
+    }
+    if i64::from(h.bitpix) != 8 * t.size_of() as i64 {
+        return Err(format!(
+            "bitpix {} does not match datatype {} ({t:?}, {} bits)",
+            h.bitpix,
+            h.datatype,
+            8 * t.size_of()
+        ));
+    }
+    Ok(t)
+}
+
+/// `(slope, intercept)` as nibabel applies them: none when `scl_slope` is 0 or not finite; a
+/// usable slope with a non-finite intercept is an error.
+fn scaling(h: &NiftiHeader) -> Result<Option<(f64, f64)>, String> {
+    let (slope, inter) = (f64::from(h.scl_slope), f64::from(h.scl_inter));
+    if slope == 0.0 || !slope.is_finite() {
+        return Ok(None);
+    }
+    if !inter.is_finite() {
+        return Err(format!(
+            "scl_slope {slope} with a non-finite scl_inter {inter}"
+        ));
+    }
+    Ok(Some((slope, inter)))
+}
+
+/// The voxels of a read object on `geometry`, scaled, as `[k, j, i]` f32.
+fn finish(
+    path: &Path,
+    object: InMemNiftiObject,
+    geometry: Geometry,
+) -> Result<NiftiImage, InputError> {
     let header = object.header().clone();
-    let array = object
-        .into_volume()
-        .into_ndarray::<f32>()
-        .map_err(|e| format_error(path, describe(&e)))?;
-    let mut array = array;
-    while array.ndim() > 3 && array.shape()[array.ndim() - 1] == 1 {
-        let last = ndarray::Axis(array.ndim() - 1);
-        array = array.index_axis_move(last, 0);
-    }
-    while array.ndim() < 3 {
-        array.insert_axis_inplace(ndarray::Axis(array.ndim()));
-    }
-    let data = array
-        .into_dimensionality::<Ix3>()
-        .map_err(|_| format_error(path, "not a 3-D volume"))?;
-    if data.shape() != geometry.shape_ijk {
+    let datatype = check_datatype(&header).map_err(|r| format_error(path, r))?;
+    let scale = scaling(&header).map_err(|r| format_error(path, r))?;
+    let values = to_f64(object.into_volume(), datatype).map_err(|r| format_error(path, r))?;
+    let [nx, ny, nz] = geometry.shape_ijk;
+    if values.len() != nx * ny * nz {
         return Err(format_error(
             path,
             "voxel data does not match the header dimensions",
         ));
     }
-    // NIfTI arrays index [i, j, k]; reversing the axes gives the library's [k, j, i]
-    let data = data.reversed_axes().as_standard_layout().into_owned();
+    let scaled: Vec<f32> = match scale {
+        Some((slope, inter)) => values.iter().map(|&v| (v * slope + inter) as f32).collect(),
+        None => values.iter().map(|&v| v as f32).collect(),
+    };
+    // NIfTI stores i fastest, so the values in file order are a standard-layout [k, j, i] array
+    let data = Array3::from_shape_vec((nz, ny, nx), scaled)
+        .map_err(|_| format_error(path, "voxel data does not match the header dimensions"))?;
     let bad = data.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(InputError::NonFinite {
@@ -108,22 +270,65 @@ pub fn read_volume(path: &Path, max_voxels: usize) -> Result<NiftiImage, InputEr
     })
 }
 
+/// The voxel values in file order, by the header's datatype.
+fn to_f64(volume: InMemNiftiVolume, datatype: NiftiType) -> Result<Vec<f64>, String> {
+    fn typed<T: DataElement + Into<f64>>(v: InMemNiftiVolume) -> Result<Vec<f64>, String> {
+        v.into_nifti_typed_data::<T>()
+            .map(|d| d.into_iter().map(Into::into).collect())
+            .map_err(|e| describe(&e))
+    }
+    fn wide<T: DataElement>(v: InMemNiftiVolume, f: fn(T) -> f64) -> Result<Vec<f64>, String> {
+        v.into_nifti_typed_data::<T>()
+            .map(|d| d.into_iter().map(f).collect())
+            .map_err(|e| describe(&e))
+    }
+    use NiftiType::*;
+    match datatype {
+        Uint8 => typed::<u8>(volume),
+        Int8 => typed::<i8>(volume),
+        Uint16 => typed::<u16>(volume),
+        Int16 => typed::<i16>(volume),
+        Uint32 => typed::<u32>(volume),
+        Int32 => typed::<i32>(volume),
+        Uint64 => wide::<u64>(volume, |v| v as f64),
+        Int64 => wide::<i64>(volume, |v| v as f64),
+        Float32 => typed::<f32>(volume),
+        Float64 => typed::<f64>(volume),
+        other => Err(format!("datatype {other:?} is not supported")),
+    }
+}
+
 fn describe(e: &nifti::NiftiError) -> String {
     match e {
         nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             "file is truncated".to_string()
         }
-        nifti::NiftiError::Io(io) => format!("cannot read: {io}"),
+        nifti::NiftiError::Io(io) => format!("cannot read: {}", one_line(&io.to_string())),
         nifti::NiftiError::InvalidFormat => "not a NIfTI-1 file (bad magic)".to_string(),
-        other => other.to_string().to_lowercase(),
+        nifti::NiftiError::IncompatibleLength(got, expected) => {
+            format!("file is truncated ({got} of {expected} bytes of voxel data)")
+        }
+        other => one_line(&other.to_string().to_lowercase()),
     }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Spatial size of the one 3-D volume the header describes.
 fn spatial_shape(h: &NiftiHeader) -> Result<[usize; 3], String> {
     let rank = h.dim[0] as usize;
     if !(1..=7).contains(&rank) {
-        return Err(format!("header dim[0] = {} is not a valid rank", h.dim[0]));
+        return Err(format!(
+            "header dim[0] = {} is not a valid rank (1 to 7) in either byte order",
+            h.dim[0]
+        ));
+    }
+    // NIfTI-1 dimensions are signed 16-bit values; nifti 0.18 reads them unsigned
+    let signed: Vec<i16> = h.dim[1..=rank].iter().map(|&d| d as i16).collect();
+    if let Some(d) = signed.iter().find(|&&d| d < 0) {
+        return Err(format!("header has a negative dimension {d}: {signed:?}"));
     }
     let dims: Vec<usize> = h.dim[1..=rank].iter().map(|&d| d as usize).collect();
     if dims.contains(&0) {
@@ -251,7 +456,10 @@ where
     WriterOptions::new(path)
         .reference_header(&header)
         .write_nifti(&data.reversed_axes())
-        .map_err(|e| std::io::Error::other(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| match e {
+            nifti::NiftiError::Io(io) => io,
+            other => std::io::Error::other(other.to_string()),
+        })
 }
 
 /// A header whose sform (and qform, when the axes are orthogonal) encode `geometry`.
@@ -371,5 +579,108 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A small int16 volume written by this module's writer, as `.nii` bytes.
+    fn sample_nii() -> Vec<u8> {
+        let g = Geometry {
+            shape_ijk: [4, 3, 2],
+            affine_lps: [
+                [-1.0, 0.0, 0.0, 0.0],
+                [0.0, -1.0, 0.0, 0.0],
+                [0.0, 0.0, 2.0, 0.0],
+                [0.0, 0.0, 0.0, 1.0],
+            ],
+        };
+        let data = Array3::from_shape_fn((2, 3, 4), |(k, j, i)| (100 * k + 10 * j + i) as i16);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.nii");
+        write_map(&path, data.view(), &g, None, "test").unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> Result<NiftiImage, InputError> {
+        read_volume_from_bytes(Path::new("x.nii"), bytes, 1 << 20)
+    }
+
+    fn refused(bytes: &[u8], words: &str) {
+        let e = read(bytes).unwrap_err().to_string();
+        assert!(e.contains(words), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn bytes_plain_and_gzipped_read_the_same() {
+        let nii = sample_nii();
+        let img = read(&nii).unwrap();
+        assert_eq!(img.data.shape(), [2, 3, 4]);
+        assert_eq!(img.data[[1, 2, 3]], 123.0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &nii).unwrap();
+        assert_eq!(read(&gz.finish().unwrap()).unwrap().data, img.data);
+    }
+
+    #[test]
+    fn scaling_follows_nibabel() {
+        let mut nii = sample_nii();
+        let set =
+            |b: &mut Vec<u8>, at: usize, v: f32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        set(&mut nii, 112, f32::NAN); // no scaling, as nibabel reads it
+        assert_eq!(read(&nii).unwrap().data[[1, 2, 3]], 123.0);
+        set(&mut nii, 112, 2.0);
+        set(&mut nii, 116, 1.0);
+        assert_eq!(read(&nii).unwrap().data[[1, 2, 3]], 247.0);
+        set(&mut nii, 116, f32::INFINITY);
+        refused(&nii, "scl_inter");
+    }
+
+    #[test]
+    fn extensions_must_fill_the_gap_to_vox_offset() {
+        let nii = sample_nii();
+        let with_extension = |esize: i32, vox_offset: f32| {
+            let mut b = nii.clone();
+            b[348] = 1;
+            b[108..112].copy_from_slice(&vox_offset.to_le_bytes());
+            let mut ext = esize.to_le_bytes().to_vec();
+            ext.extend(6i32.to_le_bytes()); // ecode 6: a comment
+            ext.resize(32, b' ');
+            b.splice(352..352, ext);
+            b
+        };
+        let good = read(&with_extension(32, 384.0)).unwrap();
+        assert_eq!(good.data[[1, 2, 3]], 123.0);
+        refused(
+            &with_extension(1 << 30, 384.0),
+            "extension at byte 352 has size",
+        );
+        refused(
+            &with_extension(4, 384.0),
+            "extension at byte 352 has size 4",
+        );
+        refused(&with_extension(16, 384.0), "extension at byte 368");
+    }
+
+    #[test]
+    fn header_fields_nifti_0_18_trusts_are_checked() {
+        let nii = sample_nii();
+        let edit = |at: usize, bytes: &[u8]| {
+            let mut b = nii.clone();
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            b
+        };
+        refused(
+            &edit(72, &8i16.to_le_bytes()),
+            "bitpix 8 does not match datatype 4",
+        );
+        refused(&edit(70, &32i16.to_le_bytes()), "not supported");
+        refused(&edit(42, &(-3i16).to_le_bytes()), "negative dimension -3");
+        refused(&edit(108, &353.5f32.to_le_bytes()), "vox_offset 353.5");
+        refused(
+            &edit(40, &[4, 0, 4, 0, 3, 0, 2, 0, 2, 0]),
+            "expected one 3-D volume",
+        );
+        refused(&nii[..200], "truncated");
+        refused(&nii[..nii.len() - 1], "truncated");
+        refused(&[], "truncated");
     }
 }

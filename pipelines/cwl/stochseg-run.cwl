@@ -1,0 +1,77 @@
+#!/usr/bin/env cwl-runner
+# One case through stochseg: `cwltool --no-container --preserve-environment ORT_DYLIB_PATH
+# pipelines/cwl/stochseg-run.cwl --case_dir cohort/CASE --models onnx/unet-p32.onnx --passes 2`.
+# `stochseg` must be on PATH (or in the container of a DockerRequirement you add); ONNX Runtime
+# is found as the README says (ORT_DYLIB_PATH, preserved as above, or the ort_lib input).
+# Models: a pipeline config names its models relative to itself, and CWL stages each File on its
+# own, so give the models as `models` (they replace the config's) unless the config holds
+# absolute paths. The output is the case folder, named after the case folder.
+cwlVersion: v1.2
+class: CommandLineTool
+label: stochseg run (one case)
+doc: Uncertainty-aware brain-tumor segmentation of one case with a stochastic ONNX U-Net ensemble.
+
+baseCommand: [stochseg]
+arguments:
+  - {prefix: --log-format, valueFrom: json, position: 0}
+  - {valueFrom: run, position: 1}
+  - {prefix: --out, valueFrom: $(inputs.case_dir.basename), position: 10}
+
+requirements:
+  ResourceRequirement:
+    coresMin: $(inputs.threads)
+    ramMin: $(inputs.ram_mib)
+  NetworkAccess:
+    networkAccess: false
+
+inputs:
+  case_dir:
+    type: Directory
+    doc: Case folder (BraTS names <case>-t1n.nii.gz, -t1c, -t2w, -t2f; or DICOM series).
+    inputBinding: {prefix: --case, position: 2}
+  pipeline:
+    type: File?
+    doc: Pipeline config (YAML).
+    inputBinding: {prefix: --pipeline, position: 2}
+  models:
+    type:
+      - "null"
+      - type: array
+        items: File
+        inputBinding: {prefix: --model}
+    doc: ONNX models, replacing the config's.
+    inputBinding: {position: 3}
+  passes: {type: int?, inputBinding: {prefix: --passes, position: 4}}
+  sigma: {type: float?, inputBinding: {prefix: --sigma, position: 4}}
+  seed: {type: int?, inputBinding: {prefix: --seed, position: 4}}
+  threshold: {type: float?, inputBinding: {prefix: --threshold, position: 4}}
+  deterministic: {type: boolean?, inputBinding: {prefix: --deterministic, position: 4}}
+  device:
+    type: string?
+    doc: cpu, cuda[:N] or tensorrt[:N].
+    inputBinding: {prefix: --device, position: 4}
+  ort_lib:
+    type: string?
+    doc: Path of libonnxruntime.so.* on the machine that runs the step (not staged).
+    inputBinding: {prefix: --ort-lib, position: 4}
+  threads:
+    type: int
+    default: 1
+    inputBinding: {prefix: --threads, position: 4}
+  ram_mib:
+    type: int
+    default: 4096
+    doc: Memory to request; size it with `stochseg validate --case DIR` (expected peak memory).
+
+outputs:
+  case_out:
+    type: Directory
+    doc: The case's output folder (report.yaml, report.json, NIfTI maps, seg.dcm).
+    outputBinding: {glob: $(inputs.case_dir.basename)}
+  report:
+    type: File
+    outputBinding: {glob: $(inputs.case_dir.basename)/report.yaml}
+  log:
+    type: stderr
+
+stderr: $(inputs.case_dir.basename).log

@@ -1,0 +1,366 @@
+//! What a run will need before it starts: peak resident memory and the size of the output
+//! folder, from the case's grid (headers only, no voxel read), the pipeline and the models' patch
+//! and batch sizes. Workflow engines size their memory request (`mem_mb`, `--mem`) from it.
+//!
+//! Both figures are meant as upper bounds within about 2x of a real run on the CPU provider
+//! (checked by `tests/python/test_estimate.py` against the peak RSS of real runs). Notation:
+//! `N` voxels of the input grid, `C` voxels of the crop box (the whole grid, since the crop is
+//! only known once voxels are read), `K` channels, `T` passes in all, and per model a patch of
+//! `V` voxels and a batch of `b` patches (the model's fixed batch, else `inference.batch_size`
+//! capped by `inference.max_batch_voxels`, as `window::batch_for` does).
+//!
+//! Peak memory = base (binary, ONNX Runtime, threads: [`BASE_BYTES`]) + per model (every
+//! session stays open for the whole run) 2 x the model file + `b x V x` [`ACTIVATION_BYTES`]
+//! + the largest of three phases of data:
+//! - load: `8K N` (each channel as f32, then the stacked case);
+//! - ensemble: the case `4K N`, the normalized crop and mask `(4K + 1) C`, the noisy copy
+//!   `4K C`, Welford mean and M2 `8 C` (+ `4 C` for `mean_probability`), the f16 pass maps
+//!   `2 T C`, and for the largest model the stitching sums and weights `8 C`, the importance
+//!   map `4 V` and the batch buffers in and out `4 (K + 1) b V`;
+//! - finish: the case `4K N`, the normalized crop `(4K + 1) C`, the pass maps `2 T C`, the
+//!   aggregated maps, mask and labels `21 C`, and the largest of: a map on the input grid while
+//!   it is written `12 N`, the SEG's labels (and probability) on the input grid `4 N` (`8 N`),
+//!   the statistics' value lists `8 C`; plus `2 N` with `--write-source-dicom`.
+//!
+//! Output size: each f32 map `4 C + N / 64` bytes (gzip barely shrinks noisy f32 inside the crop
+//! and squeezes the constant outside), the labels `N / 16`, `seg.dcm` one bit per voxel for
+//! segment 1 and as much again with per-blob segments, `prob-seg.dcm` a byte per voxel,
+//! `source-dicom/` `2 K N` plus 2 KiB per slice file, and [`REPORT_BYTES`] for the two reports.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::io::case::{self, CaseSpec};
+use crate::io::InputError;
+use crate::pipeline::{Aggregation, ConfigError, MapKind, Pipeline};
+use crate::volume::{parse_axis_codes, AxisMap, Geometry};
+use crate::window::capped_batch;
+
+/// The binary, the ONNX Runtime library and thread stacks (measured: 40 to 60 MiB).
+pub const BASE_BYTES: u64 = 64 << 20;
+/// ONNX Runtime's working memory per patch voxel and batch item, after its arena has settled
+/// (measured on the demo U-Nets, base width 8: 200 to 440 bytes); wider networks need more.
+pub const ACTIVATION_BYTES: u64 = 512;
+/// `report.yaml` plus `report.json`.
+pub const REPORT_BYTES: u64 = 64 << 10;
+/// Header and attributes of one DICOM file.
+const DICOM_FILE_OVERHEAD: u64 = 2 << 10;
+
+/// One model as the run will use it.
+#[derive(Debug, Clone)]
+pub struct ModelPlan {
+    pub name: String,
+    /// `(D, H, W)` = `(z, y, x)`.
+    pub patch_zyx: [usize; 3],
+    /// A fixed batch dimension of the model, else the configured batch size is used.
+    pub fixed_batch: Option<usize>,
+    pub file_bytes: u64,
+}
+
+/// The grid of a case, as far as the estimate needs it.
+#[derive(Debug, Clone)]
+pub struct CaseGrid {
+    pub id: String,
+    pub geometry: Geometry,
+}
+
+/// The estimate, in bytes, with its parts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    pub peak_memory_bytes: u64,
+    pub output_bytes: u64,
+    /// Named parts of the peak (`base`, `models`, and the phase that peaks).
+    pub memory_parts: BTreeMap<String, u64>,
+    /// Named parts of the output size (file name to bytes).
+    pub output_parts: BTreeMap<String, u64>,
+}
+
+impl Estimate {
+    pub fn peak_memory_mib(&self) -> u64 {
+        self.peak_memory_bytes.div_ceil(1 << 20)
+    }
+
+    pub fn output_mib(&self) -> u64 {
+        self.output_bytes.div_ceil(1 << 20)
+    }
+}
+
+/// Reads the headers of the case `spec` names (for DICOM, the series' headers) and checks what
+/// a run would check first: channels found, size limit, one grid.
+pub fn case_grid(spec: &CaseSpec, p: &Pipeline) -> Result<CaseGrid, InputError> {
+    let files = case::resolve(spec, &p.channels, &p.dicom)?;
+    let (id, geometry) = case::header_grid(&files, p.limits.max_voxels)?;
+    Ok(CaseGrid { id, geometry })
+}
+
+/// Plans of the pipeline's models from their patch sizes; the file sizes are read here.
+pub fn model_plan(
+    path: &Path,
+    name: &str,
+    patch_zyx: [usize; 3],
+    fixed_batch: Option<usize>,
+) -> ModelPlan {
+    ModelPlan {
+        name: name.to_string(),
+        patch_zyx,
+        fixed_batch,
+        file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+    }
+}
+
+/// The estimate for running `p` with `models` on a case of grid `grid`.
+pub fn estimate(
+    p: &Pipeline,
+    models: &[ModelPlan],
+    grid: &CaseGrid,
+) -> Result<Estimate, ConfigError> {
+    let target = parse_axis_codes(&p.orientation)
+        .ok_or_else(|| ConfigError::Invalid("/orientation: invalid".into()))?;
+    let map = AxisMap::between(grid.geometry.axis_codes(), target)
+        .ok_or_else(|| ConfigError::Invalid("/orientation: cannot map the input's axes".into()))?;
+    let s = grid.geometry.shape_ijk;
+    // canonical array axis (2 - c) holds input axis source[c]
+    let crop_zyx = [s[map.source[2]], s[map.source[1]], s[map.source[0]]];
+    let sizes = Sizes::new(p, models, grid, crop_zyx);
+    Ok(Estimate {
+        peak_memory_bytes: 0,
+        output_bytes: 0,
+        memory_parts: memory_parts(p, models, &sizes),
+        output_parts: output_parts(p, &sizes),
+    }
+    .totalled())
+}
+
+impl Estimate {
+    fn totalled(mut self) -> Estimate {
+        self.peak_memory_bytes = self.memory_parts.values().sum();
+        self.output_bytes = self.output_parts.values().sum();
+        self
+    }
+}
+
+/// Voxel counts the formulas use.
+struct Sizes {
+    n: u64,
+    c: u64,
+    k: u64,
+    passes: u64,
+    slices: u64,
+    /// Per model: (patch voxels, batch).
+    models: Vec<(u64, u64)>,
+}
+
+impl Sizes {
+    fn new(p: &Pipeline, models: &[ModelPlan], grid: &CaseGrid, crop_zyx: [usize; 3]) -> Sizes {
+        let per_model = models
+            .iter()
+            .map(|m| {
+                let batch = m.fixed_batch.unwrap_or_else(|| {
+                    capped_batch(
+                        m.patch_zyx,
+                        p.inference.batch_size,
+                        p.inference.max_batch_voxels,
+                    )
+                });
+                (product(m.patch_zyx), batch as u64)
+            })
+            .collect();
+        Sizes {
+            n: grid.geometry.voxel_count() as u64,
+            c: product(crop_zyx),
+            k: p.channels.len() as u64,
+            passes: (p.passes_per_model() * models.len()) as u64,
+            slices: grid.geometry.shape_ijk[2] as u64,
+            models: per_model,
+        }
+    }
+}
+
+fn product(v: [usize; 3]) -> u64 {
+    v.iter().map(|&x| x as u64).product()
+}
+
+fn memory_parts(p: &Pipeline, models: &[ModelPlan], z: &Sizes) -> BTreeMap<String, u64> {
+    let (n, c, k, t) = (z.n, z.c, z.k, z.passes);
+    let sessions: u64 = models
+        .iter()
+        .zip(&z.models)
+        .map(|(m, &(v, b))| 2 * m.file_bytes + b * v * ACTIVATION_BYTES)
+        .sum();
+    let load = 8 * k * n;
+    let prob_mean = if p.ensemble.aggregation == Aggregation::MeanProbability {
+        4 * c
+    } else {
+        0
+    };
+    let window = z
+        .models
+        .iter()
+        .map(|&(v, b)| 8 * c + 4 * v + 4 * (k + 1) * b * v)
+        .max()
+        .unwrap_or(0);
+    let ensemble = 4 * k * n + (4 * k + 1) * c + 4 * k * c + 8 * c + prob_mean + 2 * t * c + window;
+    let seg_grids = if p.dicom_output.probability_seg {
+        8 * n
+    } else {
+        4 * n
+    };
+    let source_dicom = if p.dicom_output.write_source_dicom {
+        2 * n
+    } else {
+        0
+    };
+    // maps written one at a time, then the SEG's grids; the statistics' vectors come before
+    let writing = (12 * n).max(seg_grids).max(8 * c);
+    let finish = 4 * k * n + (4 * k + 1) * c + 2 * t * c + 21 * c + writing + source_dicom;
+    let (phase, bytes) = [
+        ("data_load", load),
+        ("data_ensemble", ensemble),
+        ("data_finish", finish),
+    ]
+    .into_iter()
+    .max_by_key(|&(_, b)| b)
+    .unwrap_or(("data_ensemble", ensemble));
+    BTreeMap::from([
+        ("base".to_string(), BASE_BYTES),
+        ("models".to_string(), sessions),
+        (phase.to_string(), bytes),
+    ])
+}
+
+fn output_parts(p: &Pipeline, z: &Sizes) -> BTreeMap<String, u64> {
+    let (n, c, k) = (z.n, z.c, z.k);
+    let mut parts = BTreeMap::new();
+    for kind in &p.outputs.maps {
+        let bytes = match kind {
+            MapKind::Labels => n / 16,
+            _ => 4 * c + n / 64,
+        };
+        parts.insert(kind.file_name().to_string(), bytes + 352);
+    }
+    let segments = if p.dicom_output.per_blob_segments {
+        2
+    } else {
+        1
+    };
+    parts.insert(
+        "seg.dcm".to_string(),
+        segments * n / 8 + z.slices * segments * 64 + (64 << 10),
+    );
+    if p.dicom_output.probability_seg {
+        parts.insert("prob-seg.dcm".to_string(), n + z.slices * 64 + (64 << 10));
+    }
+    if p.dicom_output.write_source_dicom {
+        parts.insert(
+            "source-dicom/".to_string(),
+            2 * k * n + k * z.slices * DICOM_FILE_OVERHEAD,
+        );
+    }
+    parts.insert("report.yaml, report.json".to_string(), REPORT_BYTES);
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Pipeline;
+
+    fn grid(shape_ijk: [usize; 3]) -> CaseGrid {
+        // LPS identity affine: canonical zyx = (k, j, i)
+        let mut affine = [[0.0; 4]; 4];
+        for (i, row) in affine.iter_mut().enumerate() {
+            row[i] = 1.0;
+        }
+        CaseGrid {
+            id: "c".into(),
+            geometry: Geometry {
+                shape_ijk,
+                affine_lps: affine,
+            },
+        }
+    }
+
+    fn plan(patch: [usize; 3]) -> ModelPlan {
+        ModelPlan {
+            name: "m".into(),
+            patch_zyx: patch,
+            fixed_batch: None,
+            file_bytes: 1 << 20,
+        }
+    }
+
+    fn pipeline(passes: usize) -> Pipeline {
+        let mut p = Pipeline::from_models(Vec::new());
+        p.ensemble.passes = passes;
+        p
+    }
+
+    #[test]
+    fn brats_case_with_one_small_model() {
+        let p = pipeline(10);
+        let e = estimate(&p, &[plan([16, 32, 32])], &grid([240, 240, 155])).unwrap();
+        let n: u64 = 240 * 240 * 155;
+        // ensemble phase: 16N + 17N + 16N + 8N + 20N (passes) + window (8N + importance +
+        // buffers of 4 patches)
+        let v = 16 * 32 * 32;
+        let window = 8 * n + 4 * v + 4 * 5 * 4 * v;
+        let ensemble = (16 + 17 + 16 + 8 + 20) * n + window;
+        // finish: case, crop, pass maps, aggregate + labels + mask, a map being written
+        let finish = (16 + 17 + 20 + 21 + 12) * n;
+        let data = ensemble.max(finish);
+        let phase = if ensemble > finish {
+            "data_ensemble"
+        } else {
+            "data_finish"
+        };
+        assert_eq!(e.memory_parts[phase], data);
+        assert_eq!(e.memory_parts.len(), 3);
+        let models = 2 * (1 << 20) + 4 * 16 * 32 * 32 * ACTIVATION_BYTES;
+        assert_eq!(e.peak_memory_bytes, BASE_BYTES + models + data);
+        // about 0.9 GB for a full-box BraTS case with 10 passes
+        assert!(
+            (800..1200).contains(&e.peak_memory_mib()),
+            "{}",
+            e.peak_memory_mib()
+        );
+        assert_eq!(e.output_bytes, e.output_parts.values().sum::<u64>());
+    }
+
+    #[test]
+    fn batch_follows_the_voxel_cap_and_fixed_batches() {
+        let mut p = pipeline(2);
+        let g = grid([96, 112, 48]);
+        let v = 16 * 256 * 256;
+        // the default cap (64^3 voxels) runs a 16x256x256 patch one at a time
+        let capped = estimate(&p, &[plan([16, 256, 256])], &g).unwrap();
+        assert_eq!(
+            capped.memory_parts["models"],
+            2 * (1 << 20) + v * ACTIVATION_BYTES
+        );
+        p.inference.max_batch_voxels = 1 << 24;
+        let big = estimate(&p, &[plan([16, 256, 256])], &g).unwrap();
+        let mut fixed = plan([16, 256, 256]);
+        fixed.fixed_batch = Some(2);
+        let two = estimate(&p, &[fixed], &g).unwrap();
+        assert_eq!(
+            big.memory_parts["models"] - two.memory_parts["models"],
+            2 * v * ACTIVATION_BYTES
+        );
+        assert!(big.peak_memory_bytes > two.peak_memory_bytes);
+        let small = estimate(&p, &[plan([16, 32, 32])], &g).unwrap();
+        assert!(big.memory_parts["models"] > 50 * small.memory_parts["models"]);
+    }
+
+    #[test]
+    fn more_passes_more_memory_same_output() {
+        let g = grid([100, 100, 100]);
+        let a = estimate(&pipeline(2), &[plan([16, 32, 32])], &g).unwrap();
+        let b = estimate(&pipeline(30), &[plan([16, 32, 32])], &g).unwrap();
+        assert!(b.peak_memory_bytes > a.peak_memory_bytes);
+        assert_eq!(a.output_bytes, b.output_bytes);
+        assert!(a.output_parts.contains_key("seg.dcm"));
+        assert!(a.output_parts.contains_key("mean_logits.nii.gz"));
+    }
+}

@@ -1,0 +1,258 @@
+"""The step under workflow engines, for real: Snakemake (pipelines/snakemake), CWL under cwltool
+(pipelines/cwl, --no-container) and `make` (pipelines/batch.mk), each on two small cases copied
+from case-small under new case ids, with a fast config (unet-p32, 2 passes). Every engine's
+reports must validate against the schema and find as many blobs as a direct run; make must re-run
+only what changed and carry on past a failing case; `stochseg summarize` must list them all."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (BIN, CASE_DIR, CASE_ID, CHANNELS, ROOT, check_report_files, env, load_yaml,
+                      model_path, run_ok, write_config)
+
+CASE_IDS = ("WF-00001-000", "WF-00002-000")
+VENV_BIN = Path(sys.executable).parent
+SNAKEFILE = ROOT / "pipelines" / "snakemake" / "Snakefile"
+CWL_DIR = ROOT / "pipelines" / "cwl"
+BATCH_MK = ROOT / "pipelines" / "batch.mk"
+
+
+def make_case(cohort: Path, case_id: str) -> Path:
+    """A copy of case-small named `case_id` (the case id is the files' prefix)."""
+    d = cohort / case_id
+    d.mkdir(parents=True)
+    for c in CHANNELS:
+        shutil.copyfile(CASE_DIR / f"{CASE_ID}-{c}.nii.gz", d / f"{case_id}-{c}.nii.gz")
+    return d
+
+
+def fast_config(path: Path) -> Path:
+    return write_config(path, [model_path("unet-p32")], {"ensemble": {"passes": 2}})
+
+
+def tool(name: str) -> str:
+    """An engine's command from the venv that runs the tests (or PATH); fails if missing."""
+    found = VENV_BIN / name
+    if found.exists():
+        return str(found)
+    which = shutil.which(name)
+    if not which:
+        pytest.fail(f"{name} not installed (tests/python/requirements.txt)", pytrace=False)
+    return which
+
+
+def engine_env() -> dict:
+    e = env()
+    e["PATH"] = f"{BIN.parent}{os.pathsep}{VENV_BIN}{os.pathsep}{e.get('PATH', '')}"
+    return e
+
+
+def run_engine(cmd, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], cwd=str(cwd), env=engine_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory):
+    """The reference: the same config run directly on case-small."""
+    tmp = tmp_path_factory.mktemp("direct")
+    return run_ok(tmp / "out", "--pipeline", fast_config(tmp / "fast.yaml"), "--case", CASE_DIR)
+
+
+def check_case_outputs(folders: dict, direct) -> None:
+    """Each case folder holds a schema-valid report with the direct run's blobs."""
+    assert set(folders) == set(CASE_IDS), folders
+    for case_id, folder in folders.items():
+        folder = Path(folder)
+        assert (folder / "report.yaml").is_file(), f"{folder}: no report.yaml"
+        check_report_files(folder)
+        report = json.loads((folder / "report.json").read_text())
+        assert report["case"]["id"] == case_id
+        assert report["ensemble"]["total_passes"] == 2
+        assert len(report["blobs"]) == len(direct.report["blobs"]), folder
+        for ours, ref in zip(report["blobs"], direct.report["blobs"]):
+            assert ours["voxels"] == ref["voxels"]
+
+
+def read_summary(out: Path) -> dict:
+    with open(out / "cohort-summary.csv", newline="") as f:
+        rows = {r["folder"]: r for r in csv.DictReader(f)}
+    return {"rows": rows, "yaml": load_yaml((out / "cohort-summary.yaml").read_text())}
+
+
+def check_summary(out: Path, direct, ok=CASE_IDS, failed=()) -> dict:
+    s = read_summary(out)
+    assert set(s["rows"]) == set(ok) | set(failed), s["rows"].keys()
+    for name in ok:
+        row = s["rows"][name]
+        assert row["status"] == "ok" and int(row["blobs"]) == len(direct.report["blobs"]), row
+    for name in failed:
+        assert s["rows"][name]["status"] == "failed"
+    totals = s["yaml"]["totals"]
+    assert (totals["ok"], totals["failed"]) == (len(ok), len(failed))
+    assert totals["blobs"] == len(ok) * len(direct.report["blobs"])
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# Snakemake
+# --------------------------------------------------------------------------------------------
+def test_snakemake_one_job_per_case(tmp_path, direct):
+    cohort = tmp_path / "cohort"
+    for c in CASE_IDS:
+        make_case(cohort, c)
+    out = tmp_path / "results"
+    cfg = tmp_path / "snakemake.yaml"
+    cfg.write_text(json.dumps({
+        "cases_dir": str(cohort), "out_dir": str(out), "stochseg": str(BIN),
+        "pipeline": str(fast_config(tmp_path / "fast.yaml")), "args": "", "threads": 1,
+        "mem_mb": 0}))
+    cmd = [tool("snakemake"), "-s", SNAKEFILE, "--configfile", cfg, "--cores", "2",
+           "--directory", tmp_path]
+    p = run_engine(cmd, tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    check_case_outputs({c: out / c for c in CASE_IDS}, direct)
+    check_summary(out, direct)
+    # each job asked for the memory `stochseg validate` expects (MiB -> MB)
+    est = load_yaml(run_engine([BIN, "-q", "validate", "--pipeline", tmp_path / "fast.yaml",
+                                "--case", cohort / CASE_IDS[0], "--format", "yaml"],
+                               tmp_path).stdout)["estimate"]["peak_memory_mib"]
+    asked = re.findall(r"mem_mb=(\d+)", p.stdout + p.stderr)
+    assert asked and all(int(a) == math.ceil(est * 1.048576) for a in asked), asked
+    # JSON logs of each job
+    for c in CASE_IDS:
+        lines = (out / ".logs" / f"{c}.log").read_text().splitlines()
+        assert lines and all(json.loads(ln)["level"] for ln in lines)
+    # nothing to do the second time
+    again = run_engine(cmd, tmp_path)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# CWL
+# --------------------------------------------------------------------------------------------
+def test_cwl_workflow_scatters_over_cases(tmp_path, direct):
+    cohort = tmp_path / "cohort"
+    dirs = [make_case(cohort, c) for c in CASE_IDS]
+    fast = fast_config(tmp_path / "fast.yaml")
+    job = {
+        "cases": [{"class": "Directory", "path": str(d)} for d in dirs],
+        "pipeline": {"class": "File", "path": str(fast)},
+        "models": [{"class": "File", "path": str(model_path("unet-p32"))}],
+        "passes": 2,
+        "threads": 1,
+    }
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
+    out = tmp_path / "cwl-out"
+    p = run_engine([tool("cwltool"), "--no-container", "--preserve-environment", "ORT_DYLIB_PATH",
+                    "--outdir", out, CWL_DIR / "cohort.cwl", job_file], tmp_path)
+    assert p.returncode == 0, p.stderr[-4000:]
+    result = json.loads(p.stdout)
+    folders = {Path(d["path"]).name: d["path"] for d in result["case_outputs"]}
+    check_case_outputs(folders, direct)
+    assert [Path(r["path"]).name for r in result["reports"]] == ["report.yaml"] * 2
+    for log in result["logs"]:
+        assert all(json.loads(ln)["level"] for ln in Path(log["path"]).read_text().splitlines())
+    assert Path(result["summary_csv"]["path"]).parent == out
+    check_summary(out, direct)
+
+
+def test_cwl_tool_alone(tmp_path, direct):
+    case = make_case(tmp_path / "cohort", CASE_IDS[0])
+    out = tmp_path / "cwl-out"
+    p = run_engine([tool("cwltool"), "--no-container", "--preserve-environment", "ORT_DYLIB_PATH",
+                    "--outdir", out, CWL_DIR / "stochseg-run.cwl", "--case_dir", case,
+                    "--models", model_path("unet-p32"), "--passes", "2"], tmp_path)
+    assert p.returncode == 0, p.stderr[-4000:]
+    result = json.loads(p.stdout)
+    folder = Path(result["case_out"]["path"])
+    check_report_files(folder)
+    assert len(json.loads((folder / "report.json").read_text())["blobs"]) == len(
+        direct.report["blobs"])
+
+
+# --------------------------------------------------------------------------------------------
+# make
+# --------------------------------------------------------------------------------------------
+def make_batch(cases: Path, out: Path, cfg: Path, *extra) -> subprocess.CompletedProcess:
+    return run_engine(["make", "--no-print-directory", "-f", BATCH_MK, f"CASES={cases}",
+                       f"OUT={out}", f"PIPELINE={cfg}", f"BIN={BIN}", "THREADS=1", *extra], ROOT)
+
+
+def ran(p: subprocess.CompletedProcess) -> set:
+    """Cases a `make batch` run ran (its `ok <case>` / `FAILED <case>` lines)."""
+    return set(re.findall(r"^(?:ok|FAILED) +(\S+)", p.stdout, re.M))
+
+
+def test_make_batch_reruns_only_what_changed_and_survives_a_failure(tmp_path, direct):
+    cohort = tmp_path / "cohort"
+    for c in CASE_IDS:
+        make_case(cohort, c)
+    bad = make_case(cohort, "BAD-00003-000")
+    broken = bad / "BAD-00003-000-t2w.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:1000])  # truncated: exit 3
+    out = tmp_path / "results"
+    cfg = fast_config(tmp_path / "fast.yaml")
+
+    p = make_batch(cohort, out, cfg, "-j", "2")
+    assert p.returncode != 0, "a failed case must fail the batch"
+    assert ran(p) == set(CASE_IDS) | {"BAD-00003-000"}
+    check_case_outputs({c: out / c for c in CASE_IDS}, direct)
+    assert not (out / "BAD-00003-000").exists()
+    marker = (out / ".logs" / "BAD-00003-000.failed").read_text()
+    assert "exit_code: 3" in marker and "file is truncated" in marker, marker
+    assert re.search(r"FAILED BAD-00003-000 \(exit 3\): stochseg: error: .*truncated", p.stderr)
+    assert "3 cases, 2 ok, 1 failed" in p.stderr
+    s = check_summary(out, direct, failed=["BAD-00003-000"])
+    assert s["rows"]["BAD-00003-000"]["exit_code"] == "3"
+    assert "truncated" in s["rows"]["BAD-00003-000"]["error"]
+
+    # repair the bad case and touch one good case's input: only those two run again
+    # (times set in the past: inputs and config, then the reports, then the touched input)
+    shutil.copyfile(CASE_DIR / f"{CASE_ID}-t2w.nii.gz", broken)
+    now = time.time()
+    for f in [*cohort.rglob("*.nii.gz"), cfg]:
+        os.utime(f, (now - 300, now - 300))
+    for f in out.glob("*/report.yaml"):
+        os.utime(f, (now - 200, now - 200))
+    os.utime(cohort / CASE_IDS[0] / f"{CASE_IDS[0]}-t1c.nii.gz", (now - 100, now - 100))
+    second = out / CASE_IDS[1] / "report.yaml"
+    kept = second.stat().st_mtime_ns
+    p = make_batch(cohort, out, cfg, "-j", "2")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert ran(p) == {CASE_IDS[0], "BAD-00003-000"}
+    assert second.stat().st_mtime_ns == kept
+    assert not (out / ".logs" / "BAD-00003-000.failed").exists()
+    check_summary(out, direct, ok=CASE_IDS + ("BAD-00003-000",))
+
+    # up to date: nothing runs; a newer config re-runs every case
+    p = make_batch(cohort, out, cfg)
+    assert p.returncode == 0 and ran(p) == set()
+    cfg.touch()
+    p = make_batch(cohort, out, cfg, "-j", "2", "-n")
+    assert p.returncode == 0
+    assert p.stdout.count("--overwrite") == 3, p.stdout
+
+
+def test_make_batch_refuses_a_bad_config_before_running(tmp_path):
+    cohort = tmp_path / "cohort"
+    make_case(cohort, CASE_IDS[0])
+    cfg = write_config(tmp_path / "bad.yaml", [model_path("unet-p32")], {"ensemble": {"passes": 0}})
+    p = make_batch(cohort, tmp_path / "results", cfg)
+    assert p.returncode != 0
+    assert "validate" in p.stderr and "failed" in p.stderr, p.stderr
+    assert not (tmp_path / "results").exists()
