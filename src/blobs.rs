@@ -271,7 +271,7 @@ fn accumulate(labels: &Array3<u32>, n: usize, aggregate: &Aggregate, frame: &Fra
 }
 
 /// `sums[pass][blob]`: sum of the pass's logits over the blob (blob ids 1..=n).
-fn pass_sums(
+pub fn pass_sums(
     labels: &Array3<u32>,
     n: usize,
     aggregate: &Aggregate,

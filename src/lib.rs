@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod blobs;
 pub mod cancel;
+pub mod compare;
 pub mod ensemble;
 pub mod error;
 pub mod estimate;

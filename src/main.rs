@@ -91,6 +91,10 @@ struct ConfigArgs {
     /// Deterministic ensemble: no noise, one pass per model.
     #[arg(long)]
     deterministic: bool,
+    /// Also run the deterministic ensemble (same models, no noise, one pass each) and report
+    /// it beside the stochastic one (report `comparison`).
+    #[arg(long, conflicts_with = "deterministic")]
+    compare_deterministic: bool,
     /// Threshold on the aggregated logit.
     #[arg(long, allow_negative_numbers = true)]
     threshold: Option<f32>,
@@ -287,6 +291,7 @@ fn load_pipeline(args: &ConfigArgs, write_source_dicom: bool) -> Result<Pipeline
         sigma: args.sigma,
         seed: args.seed,
         deterministic: args.deterministic,
+        compare_deterministic: args.compare_deterministic,
         threshold: args.threshold,
         device: args.device.clone(),
         allow_fallback: args.allow_fallback,

@@ -109,6 +109,9 @@ pub struct Ensemble {
     pub noise_region: NoiseRegion,
     pub seed: u64,
     pub aggregation: Aggregation,
+    /// Also run the deterministic ensemble (same models, no noise, one pass each) in the same
+    /// run and report it beside the stochastic one (stochastic mode only).
+    pub compare_deterministic: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +141,51 @@ pub struct Blobs {
     pub threshold: f32,
     pub connectivity: u8,
     pub min_voxels: usize,
+    /// Per-blob decision thresholds on the blob's confidence (mean aggregated logit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<Decisions>,
+}
+
+/// Blobs the DICOM SEG carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegBlobs {
+    /// Every blob: the SEG equals `labels.nii.gz`.
+    #[default]
+    All,
+    /// Only blobs whose decision is accept (needs `blobs.decisions`).
+    Accepted,
+}
+
+/// A blob with confidence >= `accept` is accepted, one below `reject` rejected, the rest go to
+/// review (`reject <= accept`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decisions {
+    pub accept: f64,
+    pub reject: f64,
+}
+
+/// The decision on one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Accept,
+    Review,
+    Reject,
+}
+
+impl Decisions {
+    /// The decision for a blob whose confidence is `confidence`.
+    pub fn decide(&self, confidence: f64) -> Decision {
+        if confidence >= self.accept {
+            Decision::Accept
+        } else if confidence < self.reject {
+            Decision::Reject
+        } else {
+            Decision::Review
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -254,6 +302,8 @@ impl SeriesRule {
 pub struct DicomOutput {
     /// One more segment per blob in `seg.dcm`, besides the whole tumor.
     pub per_blob_segments: bool,
+    /// Which blobs `seg.dcm` carries.
+    pub seg_blobs: SegBlobs,
     /// Also write `prob-seg.dcm`, a FRACTIONAL (probability) SEG of the probability map.
     pub probability_seg: bool,
     /// Leave out frames with no segmented voxel (a segment keeps one frame if all are empty).
@@ -270,6 +320,7 @@ impl Default for DicomOutput {
     fn default() -> Self {
         DicomOutput {
             per_blob_segments: false,
+            seg_blobs: SegBlobs::All,
             probability_seg: false,
             omit_empty_frames: true,
             write_source_dicom: false,
@@ -318,6 +369,7 @@ impl Default for Ensemble {
             noise_region: NoiseRegion::Volume,
             seed: 0,
             aggregation: Aggregation::MeanLogit,
+            compare_deterministic: false,
         }
     }
 }
@@ -327,6 +379,7 @@ impl Default for Blobs {
             threshold: 0.0,
             connectivity: 26,
             min_voxels: 1,
+            decisions: None,
         }
     }
 }
@@ -374,6 +427,7 @@ pub struct Overrides {
     pub sigma: Option<f32>,
     pub seed: Option<u64>,
     pub deterministic: bool,
+    pub compare_deterministic: bool,
     pub threshold: Option<f32>,
     pub device: Option<String>,
     pub allow_fallback: bool,
@@ -451,6 +505,7 @@ impl Pipeline {
         if o.deterministic {
             self.ensemble.mode = Mode::Deterministic;
         }
+        self.ensemble.compare_deterministic |= o.compare_deterministic;
         set(&mut self.ensemble.passes, o.passes);
         set(&mut self.ensemble.sigma, o.sigma);
         set(&mut self.ensemble.seed, o.seed);
@@ -483,6 +538,25 @@ impl Pipeline {
                 "/blobs/threshold: {} must be above /inference/outside_logit ({}), the logit outside the crop",
                 self.blobs.threshold, self.inference.outside_logit
             )));
+        }
+        if self.ensemble.compare_deterministic && self.ensemble.mode == Mode::Deterministic {
+            return Err(ConfigError::Invalid(
+                "/ensemble/compare_deterministic: needs the stochastic mode (the run is already deterministic)"
+                    .into(),
+            ));
+        }
+        if self.dicom_output.seg_blobs == SegBlobs::Accepted && self.blobs.decisions.is_none() {
+            return Err(ConfigError::Invalid(
+                "/dicom_output/seg_blobs: 'accepted' needs /blobs/decisions".into(),
+            ));
+        }
+        if let Some(d) = self.blobs.decisions {
+            if d.reject > d.accept {
+                return Err(ConfigError::Invalid(format!(
+                    "/blobs/decisions: reject ({}) must not be above accept ({})",
+                    d.reject, d.accept
+                )));
+            }
         }
         if crate::volume::parse_axis_codes(&self.orientation).is_none() {
             return Err(ConfigError::Invalid(format!(

@@ -25,10 +25,15 @@ pub struct Report {
     pub thresholds: Thresholds,
     pub statistics: Statistics,
     pub blobs: Vec<BlobEntry>,
+    /// The deterministic ensemble beside the stochastic one (`--compare-deterministic`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::compare::Comparison>,
     pub outputs: Vec<String>,
     /// The DICOM SEG(s) written (`seg.dcm`, optionally `prob-seg.dcm`).
     pub seg: crate::seg::SegSummary,
     pub timings_s: BTreeMap<String, f64>,
+    /// Peak resident memory of the run up to writing the report.
+    pub peak_rss_mib: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +121,9 @@ pub struct Thresholds {
     pub logit: f32,
     pub connectivity: u8,
     pub min_voxels: usize,
+    /// Per-blob decision thresholds (`blobs.decisions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<crate::pipeline::Decisions>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +159,9 @@ pub struct BlobEntry {
     /// Segment number of this blob in `seg.dcm` (only with per-blob segments).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seg_segment_number: Option<u16>,
+    /// accept / review / reject from `blobs.decisions` on `mean_logit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::pipeline::Decision>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -191,6 +202,7 @@ impl BlobEntry {
             pass_agreement: blob.pass_agreement,
             pass_logit_std: var.sqrt(),
             seg_segment_number: None,
+            decision: None,
         }
     }
 }

@@ -172,7 +172,34 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             blobs::find(&aggregate, models.len(), &blob_opts, &frame)
         })
         .map_err(|e| spill_error(&spill, e))?;
-    let statistics = clock.stage("statistics", || statistics(&aggregate, &prepared, p));
+    let edges = histogram_edges(&aggregate, &prepared, p);
+    let statistics = clock.stage("statistics", || {
+        crate::compare::statistics(&aggregate.logit, &prepared.brain, p.blobs.threshold, &edges)
+    });
+    let names: Vec<String> = models.iter().map(|m| m.name().to_string()).collect();
+    let comparison = if p.ensemble.compare_deterministic {
+        let t = Instant::now();
+        let inputs = CompareRun {
+            prepared: &prepared,
+            labels: &labels,
+            found: &found,
+            names: &names,
+            edges: &edges,
+            blob_opts: &blob_opts,
+            frame: &frame,
+        };
+        let comparison = compare_deterministic(
+            &mut models,
+            p,
+            &inputs,
+            &staging.file(".passes-deterministic.f16"),
+            &mut *clock.on_event,
+        )?;
+        clock.record("deterministic_comparison", t);
+        Some(comparison)
+    } else {
+        None
+    };
 
     let outputs = clock
         .stage("write_maps", || {
@@ -182,6 +209,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     let seg = clock
         .stage("write_dicom", || {
             let labels = on_input_grid(&labels, &prepared, axis_map, 0);
+            let (labels, found) = seg_selection(labels, &found, p);
             let probability = p.dicom_output.probability_seg.then(|| {
                 let fill = sigmoid(p.inference.outside_logit);
                 on_input_grid(&aggregate.probability, &prepared, axis_map, fill)
@@ -194,7 +222,6 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     clock
         .timings
         .insert("total".to_string(), clock.started.elapsed().as_secs_f64());
-    let names: Vec<String> = models.iter().map(|m| m.name().to_string()).collect();
     let report = Report {
         schema_version: 1,
         tool: report::Tool {
@@ -220,12 +247,15 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             logit: p.blobs.threshold,
             connectivity: p.blobs.connectivity,
             min_voxels: p.blobs.min_voxels,
+            decisions: p.blobs.decisions,
         },
         statistics,
+        comparison,
         blobs: found
             .iter()
             .map(|b| report::BlobEntry {
                 seg_segment_number: seg.segment_of_blob(b.id),
+                decision: p.blobs.decisions.map(|d| d.decide(b.mean_logit)),
                 ..report::BlobEntry::new(b, &names)
             })
             .collect(),
@@ -237,6 +267,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             .collect(),
         seg,
         timings_s: clock.timings.clone(),
+        peak_rss_mib: peak_rss_mib(),
     };
     let (yaml, json) = report.render().map_err(OutputError::from)?;
     staging.write("report.yaml", &yaml)?;
@@ -378,22 +409,19 @@ impl EnsembleCost {
     }
 }
 
-fn statistics(aggregate: &Aggregate, prepared: &Prepared, p: &Pipeline) -> report::Statistics {
-    let mut brain = Vec::new();
-    let mut positive = Vec::new();
+/// Histogram edges of the case-level statistics: `histogram_bins` bins from the floor of the
+/// lowest to the ceiling of the highest aggregated logit in the brain.
+fn histogram_edges(aggregate: &Aggregate, prepared: &Prepared, p: &Pipeline) -> Vec<f64> {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     Zip::from(&aggregate.logit)
         .and(&prepared.brain)
         .for_each(|&v, &inside| {
             if inside {
-                brain.push(v);
-            }
-            if v > p.blobs.threshold {
-                positive.push(v);
+                lo = lo.min(v);
+                hi = hi.max(v);
             }
         });
-    let lo = brain.iter().copied().fold(f32::INFINITY, f32::min);
-    let hi = brain.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let edges = if brain.is_empty() {
+    if lo > hi {
         stats::edges(0.0, 1.0, p.outputs.histogram_bins)
     } else {
         stats::edges(
@@ -401,17 +429,45 @@ fn statistics(aggregate: &Aggregate, prepared: &Prepared, p: &Pipeline) -> repor
             f64::from(hi.ceil()),
             p.outputs.histogram_bins,
         )
-    };
-    let describe = |v: &[f32]| report::DistributionInfo {
-        moments: stats::moments(v),
-        histogram: stats::histogram(v, &edges),
-    };
-    report::Statistics {
-        brain_voxels: brain.len(),
-        positive_voxels: positive.len(),
-        brain: describe(&brain),
-        positive: describe(&positive),
     }
+}
+
+/// What the deterministic comparison needs from the stochastic run.
+struct CompareRun<'a> {
+    prepared: &'a Prepared,
+    labels: &'a Array3<u32>,
+    found: &'a [Blob],
+    names: &'a [String],
+    edges: &'a [f64],
+    blob_opts: &'a BlobOptions,
+    frame: &'a Frame<'a>,
+}
+
+/// Runs the deterministic ensemble (same models, no noise, one pass each) into its own
+/// aggregator and compares it with the stochastic run (see `compare`).
+fn compare_deterministic(
+    models: &mut [OrtModel],
+    p: &Pipeline,
+    run: &CompareRun,
+    spill: &std::path::Path,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<crate::compare::Comparison, Error> {
+    let mut det_p = p.clone();
+    det_p.ensemble.mode = crate::pipeline::Mode::Deterministic;
+    let (det, _) = run_ensemble(models, run.prepared, &det_p, spill, on_event)?;
+    let (_, own) =
+        blobs::find(&det, models.len(), run.blob_opts, run.frame).map_err(|e| spill_error(spill, e))?;
+    let inputs = crate::compare::CompareInputs {
+        labels: run.labels,
+        stochastic_blobs: run.found,
+        model_names: run.names,
+        brain: &run.prepared.brain,
+        threshold: p.blobs.threshold,
+        decisions: p.blobs.decisions,
+        edges: run.edges,
+        deterministic_blobs_found: own.len(),
+    };
+    crate::compare::build(&det, &inputs).map_err(|e| spill_error(spill, e))
 }
 
 fn write_maps(
@@ -497,6 +553,23 @@ fn on_input_grid<T: Clone>(
         prepared.canonical_shape,
         fill,
     ))
+}
+
+/// The labels and blobs `seg.dcm` carries: all, or only the accepted ones
+/// (`dicom_output.seg_blobs: accepted`), other blobs' voxels set to 0. Blob ids are kept.
+fn seg_selection(mut labels: Array3<u32>, found: &[Blob], p: &Pipeline) -> (Array3<u32>, Vec<Blob>) {
+    let decisions = match (p.dicom_output.seg_blobs, p.blobs.decisions) {
+        (crate::pipeline::SegBlobs::Accepted, Some(d)) => d,
+        _ => return (labels, found.to_vec()),
+    };
+    let accepted =
+        |b: &Blob| decisions.decide(b.mean_logit) == crate::pipeline::Decision::Accept;
+    let mut keep = vec![false; found.iter().map(|b| b.id as usize).max().unwrap_or(0) + 1];
+    for b in found.iter().filter(|b| accepted(b)) {
+        keep[b.id as usize] = true;
+    }
+    labels.mapv_inplace(|l| if keep.get(l as usize) == Some(&true) { l } else { 0 });
+    (labels, found.iter().filter(|b| accepted(b)).cloned().collect())
 }
 
 /// The DICOM SEG(s) (and, on request, the source channels as DICOM) from the labels and
@@ -620,6 +693,15 @@ fn preprocess_info(
             .zip(prepared.channel_stats.iter().copied())
             .collect(),
     }
+}
+
+/// This process's peak resident memory so far (Linux `VmHWM`, which, unlike `ru_maxrss`, does
+/// not include what the parent held before `exec`); `None` where it cannot be read.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Snake-case name of a config enum, as serde writes it.

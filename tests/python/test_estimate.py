@@ -5,6 +5,8 @@ estimate), and a DICOM case gets the same grid and estimate as its NIfTI twin.""
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import subprocess
@@ -26,14 +28,16 @@ def estimate(*args) -> dict:
 
 
 def peak_rss_run(out: Path, *args) -> int:
-    """Runs `stochseg run` and returns its own peak RSS in bytes (wait4's rusage)."""
+    """Runs `stochseg run` and returns its own peak RSS in bytes, as the report records it
+    (VmHWM: wait4's ru_maxrss would include the pytest process's pages forked before exec)."""
     cmd = [str(BIN), "-q", "run", *map(str, args), "--case", str(CASE_DIR), "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = proc.stderr.read().decode()
     assert proc.returncode == 0, stderr
-    return usage.ru_maxrss * 1024  # KiB on Linux
+    del usage
+    return int(json.loads((out / "report.json").read_text())["peak_rss_mib"] * MIB)
 
 
 def folder_bytes(folder: Path) -> int:

@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Train the three demonstration 3-D U-Nets on synthetic phantoms and export ONNX.
+
+    python onnx/train.py                 # everything (about 20-25 min on 2 CPU cores)
+    python onnx/train.py --only p32      # one model
+    python onnx/train.py --eval-only     # re-evaluate the exported .onnx files
+
+Writes onnx/unet-p32.onnx, onnx/unet-p64.onnx, onnx/unet-p256.onnx and
+onnx/training-report.json (losses, timings, held-out Dice and lesion counts).
+
+Training data: phantoms from scripts/phantom.py generated in memory with seeds
+TRAIN_SEEDS (1000-1023).  Held-out evaluation: seeds EVAL_SEEDS (9000-9003) plus the
+shipped demo case (seed 42) and test fixture (seed 7); none of them is ever used in
+training.  Training phantoms have 0-3 simple mimics (bright on one modality); some
+evaluation cases also have "hard" tumour-like mimics (phantom.py --hard-mimics) that
+never occur in training.  Evaluation uses the reference sliding window of
+tests/fixtures/golden/make_golden.py (Gaussian weighting, overlap 0.5) on the
+exported ONNX models in onnxruntime.
+
+Demonstration models only.  NOT for clinical use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import phantom  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location(
+    "make_golden", os.path.join(ROOT, "tests", "fixtures", "golden", "make_golden.py"))
+ref = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ref)
+
+CHANNELS = ("t1n", "t1c", "t2w", "t2f")
+BASE_WIDTH = 8
+
+# training phantoms: (seed, shape (x, y, z)); seeds 1000..1023
+TRAIN_SEEDS = list(range(1000, 1024))
+
+
+def train_shape(seed: int):
+    if seed < 1010:
+        return (240, 240, 155)                     # full size (BraTS grid)
+    r = np.random.default_rng(seed + 77)           # small phantoms of varied size
+    return (int(r.integers(80, 161)), int(r.integers(96, 177)), int(r.integers(40, 97)))
+
+
+EVAL_CASES = [  # (name, seed, shape, tumours, exact, mimics, hard (tumour-like) mimics)
+    ("eval-9000", 9000, (240, 240, 155), 3, False, 2, 0),
+    ("eval-9001", 9001, (240, 240, 155), 2, True, 3, 2),
+    ("eval-9002", 9002, (128, 144, 80), 2, False, 2, 1),
+    ("eval-9003", 9003, (96, 112, 48), 2, False, 1, 0),
+]
+SHIPPED_CASES = [  # (label, directory, case id)
+    ("demo (seed 42)", "demo/BraTS-DEMO-00000-000", "BraTS-DEMO-00000-000"),
+    ("fixture case-small (seed 7)", "tests/fixtures/case-small", "SMALL-00001-000"),
+]
+
+MODELS = {
+    # name: patch (D, H, W), steps, batch, lr
+    "p32": dict(patch=(16, 32, 32), steps=1400, batch=16, lr=3e-3),
+    "p64": dict(patch=(16, 64, 64), steps=900, batch=8, lr=3e-3),
+    # p256 starts from the trained p64 weights (read back from onnx/unet-p64.onnx) and is
+    # fine-tuned on whole 256x256 slabs: training it from scratch on 1M-voxel patches
+    # did not fit the CPU budget of a shared 2-core machine.
+    "p256": dict(patch=(16, 256, 256), steps=120, batch=1, lr=1e-3, init="p64"),
+}
+
+
+# --------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------
+def cbr(cin, cout, k=3, stride=1):
+    k3 = (k,) * 3 if isinstance(k, int) else k
+    return nn.Sequential(nn.Conv3d(cin, cout, k3, stride, tuple(kk // 2 for kk in k3)),
+                         nn.ReLU(inplace=True))
+
+
+class SmallUNet(nn.Module):
+    """3 resolution levels: full, (1,2,2)-strided, then (2,2,2)-strided.
+    No normalisation layers; ReLU; transposed-conv upsampling; concat skips."""
+
+    def __init__(self, w=BASE_WIDTH):
+        super().__init__()
+        self.enc0 = cbr(4, w)
+        self.down1 = cbr(w, 2 * w, 3, (1, 2, 2))
+        self.enc1 = cbr(2 * w, 2 * w)
+        self.down2 = cbr(2 * w, 4 * w, 3, (2, 2, 2))
+        self.enc2 = cbr(4 * w, 4 * w)
+        self.up2 = nn.ConvTranspose3d(4 * w, 2 * w, 2, 2)
+        self.dec1 = cbr(4 * w, 2 * w)
+        self.up1 = nn.ConvTranspose3d(2 * w, w, (1, 2, 2), (1, 2, 2))
+        self.dec0 = cbr(2 * w, w, 1)
+        self.head = nn.Conv3d(w, 1, 1)
+
+    def forward(self, x):
+        a = self.enc0(x)
+        b = self.enc1(self.down1(a))
+        c = self.enc2(self.down2(b))
+        b = self.dec1(torch.cat([self.up2(c), b], 1))
+        a = self.dec0(torch.cat([self.up1(b), a], 1))
+        return self.head(a)
+
+
+# --------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------
+def phantom_arrays(seed, shape, tumors=3, exact=False, mimics=None, hard_mimics=0):
+    """Normalised image float32 [4, z, y, x] and whole-tumour target uint8 [z, y, x]."""
+    if mimics is None:
+        mimics = int(np.random.default_rng(seed + 5).integers(0, 4))
+    images, seg, _ = phantom.make_phantom(shape, (1.0, 1.0, 1.0), seed, tumors, mimics, exact,
+                                          hard_mimics)
+    stack = np.stack([images[c].astype(np.float64).transpose(2, 1, 0) for c in CHANNELS], 0)
+    return ref.normalize(stack), np.ascontiguousarray((seg > 0).transpose(2, 1, 0)).astype(np.uint8)
+
+
+class PatchSampler:
+    def __init__(self, cases, patch, rng):
+        self.patch = patch
+        self.rng = rng
+        self.cases = []
+        for img, tgt in cases:
+            # zero padding (normalised space) so every axis is >= patch, centred as in inference
+            pads = []
+            for s, p in zip(tgt.shape, patch):
+                pb = max(0, (p - s) // 2)
+                pads.append((pb, max(0, p - s - pb)))
+            if any(p != (0, 0) for p in pads):
+                img = np.pad(img, [(0, 0)] + pads)
+                tgt = np.pad(tgt, pads)
+            fg = np.argwhere(tgt > 0)
+            brain = np.argwhere(np.any(img[:, ::4, ::4, ::4] != 0, 0)) * 4
+            self.cases.append((img, tgt, fg, brain))
+
+    def _start(self, centre, shape):
+        return [int(np.clip(c - p // 2 + self.rng.integers(-p // 4, p // 4 + 1), 0, s - p))
+                for c, p, s in zip(centre, self.patch, shape)]
+
+    def sample(self, n):
+        xs, ys = [], []
+        for _ in range(n):
+            img, tgt, fg, brain = self.cases[self.rng.integers(len(self.cases))]
+            u = self.rng.random()
+            if u < 0.45 and len(fg):
+                st = self._start(fg[self.rng.integers(len(fg))], tgt.shape)
+            elif u < 0.9 and len(brain):
+                st = self._start(brain[self.rng.integers(len(brain))], tgt.shape)
+            else:
+                st = [int(self.rng.integers(0, s - p + 1)) for s, p in zip(tgt.shape, self.patch)]
+            sl = tuple(slice(a, a + p) for a, p in zip(st, self.patch))
+            x = img[(slice(None),) + sl].copy()
+            y = tgt[sl].astype(np.float32)
+            # augmentation: flips, per-channel intensity scale/shift, Gaussian noise
+            for ax in range(3):
+                if self.rng.random() < 0.5:
+                    x = np.flip(x, ax + 1)
+                    y = np.flip(y, ax)
+            mask = np.any(x != 0, 0)
+            scale = self.rng.uniform(0.9, 1.1, (4, 1, 1, 1)).astype(np.float32)
+            shift = self.rng.uniform(-0.1, 0.1, (4, 1, 1, 1)).astype(np.float32)
+            sigma = np.float32(self.rng.uniform(0.1, 0.3))
+            noise = self.rng.standard_normal(x.shape, dtype=np.float32) * sigma
+            x = np.where(mask[None], x * scale + shift + noise, 0.0).astype(np.float32)
+            xs.append(x)
+            ys.append(np.ascontiguousarray(y)[None])
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def loss_fn(logits, target):
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum()
+    dice = 1.0 - (2.0 * inter + 1.0) / (p.sum() + target.sum() + 1.0)
+    return bce + dice
+
+
+def load_from_onnx(model, path):
+    """Copy the weights of an exported model (initializer names = state_dict keys)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
+    sd = model.state_dict()
+    missing = set(sd) - set(inits)
+    if missing:
+        raise RuntimeError(f"{path}: no initializers for {sorted(missing)}")
+    model.load_state_dict({k: torch.from_numpy(inits[k].copy()) for k in sd})
+    return model
+
+
+def torch_vs_ort(path, patch, seed=5):
+    """Max |torch - onnxruntime| on random input, torch model rebuilt from the .onnx weights."""
+    model = load_from_onnx(SmallUNet(), path).eval()
+    x = np.random.default_rng(seed).standard_normal((2, 4) + tuple(patch)).astype(np.float32)
+    with torch.no_grad():
+        t = model(torch.from_numpy(x)).numpy()
+    o = ref.runner(ref.ort_session(path))(x)
+    return float(np.abs(t - o).max())
+
+
+# --------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------
+def export(model, name, patch, path):
+    import onnx
+
+    model.eval()
+    x = torch.zeros((1, 4) + tuple(patch))
+    tmp = path + ".tmp"
+    torch.onnx.export(model, (x,), tmp, input_names=["image"], output_names=["logits"],
+                      opset_version=17, dynamo=False, do_constant_folding=True,
+                      dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}})
+    m = onnx.load(tmp)
+    os.remove(tmp)
+    meta = {
+        "patch_size": ",".join(str(p) for p in patch),
+        "channels": ",".join(CHANNELS),
+        "normalization": "zscore_nonzero",
+        "classes": "whole_tumor",
+        "output": "logits",
+        "axis_order": "zyx (D = NIfTI axis 3, H = axis 2, W = axis 1)",
+        "orientation": "LPS",
+        "name": f"unet-{name}",
+        "version": "1",
+        "description": (f"stochseg demonstration 3-D U-Net, patch {patch[0]}x{patch[1]}x{patch[2]} "
+                        "(DxHxW), trained on synthetic phantoms only. Demonstration of the "
+                        "pipeline, NOT for clinical use."),
+    }
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        e = m.metadata_props.add()
+        e.key, e.value = k, v
+    m.producer_name = "stochseg onnx/train.py"
+    m.doc_string = meta["description"]
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+
+
+# --------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------
+def lesion_counts(pred, gt):
+    from scipy import ndimage
+
+    st = np.ones((3, 3, 3), bool)
+    gl, ng = ndimage.label(gt, st)
+    pl, npred = ndimage.label(pred, st)
+    detected = len(set(np.unique(gl[pred & (gl > 0)])) - {0})
+    fp_ids = set(range(1, npred + 1)) - set(np.unique(pl[gt & (pl > 0)]))
+    fp_sizes = np.bincount(pl.ravel())[sorted(fp_ids)] if fp_ids else np.zeros(0, int)
+    return {"gt_lesions": int(ng), "detected": int(detected), "missed": int(ng - detected),
+            "pred_components": int(npred), "false_positive_components": len(fp_ids),
+            "false_positive_components_ge10vox": int((fp_sizes >= 10).sum()),
+            "largest_false_positive_vox": int(fp_sizes.max()) if len(fp_sizes) else 0}
+
+
+def evaluate(name, path, cases):
+    sess = ref.ort_session(path)
+    patch = ref.patch_of(sess)
+    run = ref.runner(sess)
+    rows = []
+    for label, img, gt in cases:
+        t0 = time.time()
+        logit, plan = ref.sliding_window(run, img, patch, 0.5, "gaussian", batch_size=8)
+        pred = logit > 0
+        g = gt > 0
+        inter = float((pred & g).sum())
+        dice = 2.0 * inter / max(1.0, float(pred.sum() + g.sum()))
+        row = {"case": label, "dice": round(dice, 4), "windows": plan["n_windows"],
+               "seconds": round(time.time() - t0, 2), **lesion_counts(pred, g)}
+        rows.append(row)
+        print(f"  eval {name} {label}: {row}", flush=True)
+    return rows
+
+
+def bench(path, patch, reps=30):
+    sess = ref.ort_session(path, threads=2)
+    run = ref.runner(sess)
+    x = np.random.default_rng(0).standard_normal((1, 4) + tuple(patch)).astype(np.float32)
+    for _ in range(3):
+        run(x)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t)
+    return {"median_ms": round(1000 * float(np.median(times)), 2),
+            "min_ms": round(1000 * float(np.min(times)), 2)}
+
+
+def load_eval_cases():
+    import nibabel as nib
+
+    cases = []
+    for label, seed, shape, k, exact, m, hard in EVAL_CASES:
+        img, tgt = phantom_arrays(seed, shape, k, exact, m, hard)
+        cases.append((f"{label} {shape}", img, tgt))
+    for label, d, cid in SHIPPED_CASES:
+        full = os.path.join(ROOT, d)
+        if os.path.exists(os.path.join(full, f"{cid}-seg.nii.gz")):
+            img, _ = ref.load_case(full, cid)
+            seg = np.asarray(nib.load(os.path.join(full, f"{cid}-seg.nii.gz")).dataobj)
+            cases.append((label, img, np.ascontiguousarray(seg.transpose(2, 1, 0) > 0)))
+    return cases
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=sorted(MODELS), action="append")
+    ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true",
+                    help="quick plumbing test: 3 small phantoms, 5 steps (writes the .onnx files!)")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    names = a.only or list(MODELS)
+    report_path = os.path.join(HERE, "training-report.json")
+    report = json.load(open(report_path)) if os.path.exists(report_path) else {}
+    report["environment"] = {"torch": torch.__version__, "numpy": np.__version__,
+                             "python": platform.python_version(), "threads": a.threads,
+                             "onnxruntime": __import__("onnxruntime").__version__}
+    report.setdefault("models", {})
+
+    if not a.eval_only:
+        t0 = time.time()
+        seeds = TRAIN_SEEDS[-3:] if a.smoke else TRAIN_SEEDS
+        if a.smoke:
+            for cfg in MODELS.values():
+                cfg["steps"] = 5
+        train_cases = [phantom_arrays(s, train_shape(s)) for s in seeds]
+        report["training_data"] = {
+            "seeds": f"{TRAIN_SEEDS[0]}-{TRAIN_SEEDS[-1]}",
+            "shapes_xyz": {str(s): list(train_shape(s)) for s in TRAIN_SEEDS},
+            "generation_seconds": round(time.time() - t0, 1)}
+        print(f"generated {len(train_cases)} training phantoms in {time.time() - t0:.0f} s", flush=True)
+        for name in names:
+            cfg = MODELS[name]
+            seed = 1234 + list(MODELS).index(name)
+            torch.manual_seed(seed)
+            rng = np.random.default_rng(seed)
+            sampler = PatchSampler(train_cases, cfg["patch"], rng)
+            model = SmallUNet()
+            if cfg.get("init"):
+                load_from_onnx(model, os.path.join(HERE, f"unet-{cfg['init']}.onnx"))
+            opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"],
+                                                        pct_start=0.1)
+            t1 = time.time()
+            losses = []
+            model.train()
+            for step in range(cfg["steps"]):
+                x, y = sampler.sample(cfg["batch"])
+                loss = loss_fn(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                if step % 50 == 0 or step == cfg["steps"] - 1:
+                    print(f"{name} step {step} loss {np.mean(losses[-50:]):.4f} "
+                          f"({time.time() - t1:.0f} s)", flush=True)
+            path = os.path.join(HERE, f"unet-{name}.onnx")
+            export(model, name, cfg["patch"], path)
+            report["models"][name] = {
+                "patch_dhw": list(cfg["patch"]), "steps": cfg["steps"], "batch": cfg["batch"],
+                "lr_max": cfg["lr"], "train_seed": seed, "init": cfg.get("init") or "random",
+                "parameters": int(sum(p.numel() for p in model.parameters())),
+                "train_seconds": round(time.time() - t1, 1),
+                "loss_first50": round(float(np.mean(losses[:50])), 4),
+                "loss_last50": round(float(np.mean(losses[-50:])), 4),
+            }
+            print(f"{name}: trained in {time.time() - t1:.0f} s", flush=True)
+            with open(report_path, "w") as f:
+                json.dump(report, f, indent=1)
+        del train_cases
+
+    cases = load_eval_cases()
+    if a.smoke:
+        cases = cases[3:4] + cases[-1:]
+    for name in names:
+        path = os.path.join(HERE, f"unet-{name}.onnx")
+        entry = report["models"].setdefault(name, {})
+        entry["file_bytes"] = os.path.getsize(path)
+        entry["torch_vs_ort_max_abs_diff"] = torch_vs_ort(path, MODELS[name]["patch"])
+        entry["ort_cpu_2threads_batch1"] = bench(path, MODELS[name]["patch"])
+        entry["eval"] = evaluate(name, path, cases)
+        with open(report_path, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+//! The deterministic ensemble beside the stochastic one (`ensemble.compare_deterministic`,
+//! `--compare-deterministic`): the same models, loaded once, run one noise-free pass each into a
+//! second aggregator, and the report's `comparison` section puts both side by side.
+//!
+//! Inputs are the deterministic `Aggregate` and the stochastic run's label map, both on the
+//! canonical crop the ensemble ran on (`[z, y, x]`), so a stochastic blob's voxels index the
+//! deterministic maps directly. Each stochastic blob's deterministic confidence is the mean of the
+//! deterministic aggregated logit (f32) over the blob's voxels; per-model means and the
+//! deterministic pass agreement come from the per-pass f16 copies (one pass per model), as the
+//! stochastic ones do. Case-level statistics use the stochastic run's histogram edges so the two
+//! histograms are comparable bin by bin.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array3, Zip};
+use serde::Serialize;
+
+use crate::aggregate::Aggregate;
+use crate::blobs::{self, Blob};
+use crate::pipeline::{Decision, Decisions};
+use crate::report::{DistributionInfo, Statistics};
+use crate::stats;
+
+/// The report's `comparison` section.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub deterministic: DeterministicSummary,
+    /// One entry per stochastic blob, in blob-id order.
+    pub blobs: Vec<BlobComparison>,
+}
+
+/// The deterministic ensemble's own numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeterministicSummary {
+    pub passes_per_model: usize,
+    pub sigma: f32,
+    /// Same shape as the report's `statistics`, with the stochastic run's histogram edges.
+    pub statistics: Statistics,
+    /// Per model: its (single, noise-free) logits over the brain, from the f16 pass copies.
+    pub model_statistics: BTreeMap<String, DistributionInfo>,
+    /// Blobs the deterministic aggregate gives on its own (same threshold, connectivity and
+    /// minimum size).
+    pub blobs_found: usize,
+}
+
+/// One stochastic blob under both ensembles.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobComparison {
+    pub id: u32,
+    pub voxels: usize,
+    pub stochastic_mean_logit: f64,
+    pub deterministic_mean_logit: f64,
+    pub stochastic_pass_agreement: f64,
+    /// Fraction of models whose noise-free blob-mean logit exceeds the threshold.
+    pub deterministic_pass_agreement: f64,
+    pub deterministic_model_mean_logits: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stochastic_decision: Option<Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deterministic_decision: Option<Decision>,
+}
+
+/// What `build` needs beside the deterministic aggregate.
+pub struct CompareInputs<'a> {
+    /// Stochastic blob ids on the canonical crop.
+    pub labels: &'a Array3<u32>,
+    pub stochastic_blobs: &'a [Blob],
+    pub model_names: &'a [String],
+    pub brain: &'a Array3<bool>,
+    pub threshold: f32,
+    pub decisions: Option<Decisions>,
+    /// The stochastic run's histogram edges.
+    pub edges: &'a [f64],
+    /// Blobs the deterministic aggregate gives on its own.
+    pub deterministic_blobs_found: usize,
+}
+
+/// The comparison section; fails only when a spilled pass cannot be read back.
+pub fn build(det: &Aggregate, inputs: &CompareInputs) -> std::io::Result<Comparison> {
+    let statistics = statistics(&det.logit, inputs.brain, inputs.threshold, inputs.edges);
+    let model_statistics = model_statistics(det, inputs)?;
+    let n = inputs.stochastic_blobs.len();
+    let means = blob_means(inputs.labels, n, &det.logit);
+    let pass_sums = blobs::pass_sums(inputs.labels, n, det)?;
+    let models = det.passes.models().to_vec();
+    let blobs = inputs
+        .stochastic_blobs
+        .iter()
+        .map(|b| {
+            let id = b.id as usize;
+            let per_pass: Vec<f64> = pass_sums
+                .iter()
+                .map(|s| s[id] / b.voxels as f64)
+                .collect();
+            let agreeing = per_pass
+                .iter()
+                .filter(|&&v| v > f64::from(inputs.threshold))
+                .count();
+            let model_means = inputs
+                .model_names
+                .iter()
+                .enumerate()
+                .map(|(m, name)| {
+                    let own: Vec<f64> = models
+                        .iter()
+                        .zip(&per_pass)
+                        .filter(|(&pm, _)| pm == m)
+                        .map(|(_, &v)| v)
+                        .collect();
+                    let mean = own.iter().sum::<f64>() / own.len().max(1) as f64;
+                    (name.clone(), mean)
+                })
+                .collect();
+            BlobComparison {
+                id: b.id,
+                voxels: b.voxels,
+                stochastic_mean_logit: b.mean_logit,
+                deterministic_mean_logit: means[id],
+                stochastic_pass_agreement: b.pass_agreement,
+                deterministic_pass_agreement: agreeing as f64 / per_pass.len().max(1) as f64,
+                deterministic_model_mean_logits: model_means,
+                stochastic_decision: inputs.decisions.map(|d| d.decide(b.mean_logit)),
+                deterministic_decision: inputs.decisions.map(|d| d.decide(means[id])),
+            }
+        })
+        .collect();
+    Ok(Comparison {
+        deterministic: DeterministicSummary {
+            passes_per_model: 1,
+            sigma: 0.0,
+            statistics,
+            model_statistics,
+            blobs_found: inputs.deterministic_blobs_found,
+        },
+        blobs,
+    })
+}
+
+/// `means[id]`: mean of `logit` over the voxels labelled `id` (ids 1..=n; 0 for an empty id).
+pub fn blob_means(labels: &Array3<u32>, n: usize, logit: &Array3<f32>) -> Vec<f64> {
+    let mut sums = vec![0.0f64; n + 1];
+    let mut counts = vec![0usize; n + 1];
+    Zip::from(labels).and(logit).for_each(|&l, &v| {
+        if l > 0 && (l as usize) <= n {
+            sums[l as usize] += f64::from(v);
+            counts[l as usize] += 1;
+        }
+    });
+    sums.iter()
+        .zip(&counts)
+        .map(|(&s, &c)| if c > 0 { s / c as f64 } else { 0.0 })
+        .collect()
+}
+
+/// Case-level statistics of `logit` over `brain` and over `logit > threshold`, binned on `edges`.
+pub fn statistics(
+    logit: &Array3<f32>,
+    brain: &Array3<bool>,
+    threshold: f32,
+    edges: &[f64],
+) -> Statistics {
+    let mut inside = Vec::new();
+    let mut positive = Vec::new();
+    Zip::from(logit).and(brain).for_each(|&v, &b| {
+        if b {
+            inside.push(v);
+        }
+        if v > threshold {
+            positive.push(v);
+        }
+    });
+    Statistics {
+        brain_voxels: inside.len(),
+        positive_voxels: positive.len(),
+        brain: describe(&inside, edges),
+        positive: describe(&positive, edges),
+    }
+}
+
+fn describe(values: &[f32], edges: &[f64]) -> DistributionInfo {
+    DistributionInfo {
+        moments: stats::moments(values),
+        histogram: stats::histogram(values, edges),
+    }
+}
+
+fn model_statistics(
+    det: &Aggregate,
+    inputs: &CompareInputs,
+) -> std::io::Result<BTreeMap<String, DistributionInfo>> {
+    let mut out = BTreeMap::new();
+    det.passes.for_each(|_, m, logits| {
+        let mut values = Vec::new();
+        Zip::from(&logits).and(inputs.brain).for_each(|&v, &b| {
+            if b {
+                values.push(v.to_f32());
+            }
+        });
+        let name = inputs
+            .model_names
+            .get(m)
+            .cloned()
+            .unwrap_or_else(|| format!("model-{m}"));
+        out.insert(name, describe(&values, inputs.edges));
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_means_average_each_label() {
+        let labels = Array3::from_shape_vec((1, 1, 5), vec![0, 1, 1, 2, 0]).unwrap();
+        let logit = Array3::from_shape_vec((1, 1, 5), vec![9.0, 1.0, 2.0, -3.0, 9.0]).unwrap();
+        assert_eq!(blob_means(&labels, 2, &logit), vec![0.0, 1.5, -3.0]);
+    }
+
+    #[test]
+    fn statistics_use_the_given_edges() {
+        let logit = Array3::from_shape_vec((1, 1, 4), vec![-2.0, -0.5, 0.5, 3.0]).unwrap();
+        let brain = Array3::from_shape_vec((1, 1, 4), vec![true, true, true, false]).unwrap();
+        let s = statistics(&logit, &brain, 0.0, &[-4.0, 0.0, 4.0]);
+        assert_eq!(s.brain_voxels, 3);
+        assert_eq!(s.positive_voxels, 2);
+        assert_eq!(s.brain.histogram.counts, vec![2, 1]);
+        assert_eq!(s.positive.histogram.counts, vec![0, 2]);
+        assert_eq!(s.brain.histogram.edges, vec![-4.0, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn decisions_split_on_accept_and_reject() {
+        let d = Decisions {
+            accept: 2.0,
+            reject: 0.5,
+        };
+        assert_eq!(d.decide(2.0), Decision::Accept);
+        assert_eq!(d.decide(1.0), Decision::Review);
+        assert_eq!(d.decide(0.5), Decision::Review);
+        assert_eq!(d.decide(0.4), Decision::Reject);
+    }
+}
