@@ -14,7 +14,7 @@ DEMO_OUT ?= out/demo
 ORT_LIB = $(lastword $(sort $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch
+.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch fuzz
 
 setup: $(VENV)/.installed
 
@@ -64,6 +64,21 @@ test-python:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
+
+# fuzzing (README "Robustness"): each target FUZZ_SECONDS from the seeds in fuzz/corpus/<target>
+# (new inputs go to fuzz/work/, crashes to fuzz/artifacts/). Needs a nightly toolchain and
+# cargo-fuzz (`rustup toolchain install nightly`, `cargo install cargo-fuzz`).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := nifti dicom_series pipeline_config
+
+fuzz:
+	@cargo +nightly fuzz --version >/dev/null 2>&1 || { echo "make fuzz: needs a nightly toolchain and cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)" >&2; exit 2; }
+	cd fuzz && cargo +nightly fuzz build -O -a
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p work/$$t work/files || exit 1; \
+	  STOCHSEG_FUZZ_DIR=$(CURDIR)/fuzz/work/files cargo +nightly fuzz run -O -a $$t work/$$t corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 || exit 1; \
+	done; rm -rf work/files
 
 clean:
 	cargo clean

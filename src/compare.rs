@@ -88,10 +88,7 @@ pub fn build(det: &Aggregate, inputs: &CompareInputs) -> std::io::Result<Compari
         .iter()
         .map(|b| {
             let id = b.id as usize;
-            let per_pass: Vec<f64> = pass_sums
-                .iter()
-                .map(|s| s[id] / b.voxels as f64)
-                .collect();
+            let per_pass: Vec<f64> = pass_sums.iter().map(|s| s[id] / b.voxels as f64).collect();
             let agreeing = per_pass
                 .iter()
                 .filter(|&&v| v > f64::from(inputs.threshold))

@@ -10,6 +10,8 @@ pub mod compare;
 pub mod ensemble;
 pub mod error;
 pub mod estimate;
+pub mod evaluate;
+pub mod figures;
 pub mod infer;
 pub mod io;
 pub mod output;

@@ -53,6 +53,10 @@ enum Command {
         /// Folder holding one output folder per case.
         out_dir: PathBuf,
     },
+    /// Evaluate a cohort of finished runs against ground truth: whole-tumor Dice, lesion-wise
+    /// detection, and blob confidence as a detector (ROC AUC, AP, bootstrap CIs, calibration,
+    /// Youden threshold); writes evaluation.yaml and CSVs.
+    Evaluate(EvaluateArgs),
     /// Print a model's inputs, outputs and metadata.
     Inspect {
         /// ONNX model file.
@@ -63,6 +67,27 @@ enum Command {
         #[arg(value_enum)]
         which: SchemaChoice,
     },
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Folder holding one finished run output per case (<folder>/report.json, labels.nii.gz).
+    cohort: PathBuf,
+    /// Ground-truth folder.
+    #[arg(long, value_name = "DIR")]
+    gt: PathBuf,
+    /// Path of a case's ground truth under --gt; {case} = report case id, {folder} = run folder.
+    #[arg(long, default_value = "{case}/{case}-seg.nii.gz")]
+    gt_pattern: String,
+    /// Where evaluation.yaml and the CSVs go (default: the cohort folder).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Bootstrap resamples for the 95% intervals.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,6 +177,9 @@ struct RunArgs {
     /// Replace an existing output folder.
     #[arg(long)]
     overwrite: bool,
+    /// Write PNG figures into OUT/figures/ (outputs.figures).
+    #[arg(long)]
+    figures: bool,
     /// Also write the input channels as DICOM MR series (OUT/source-dicom/) that the DICOM SEG
     /// references (NIfTI input only).
     #[arg(long)]
@@ -249,6 +277,29 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Evaluate(args) => {
+            let mut opts =
+                stochseg::evaluate::EvaluateOptions::new(args.cohort.clone(), args.gt.clone());
+            opts.gt_pattern = args.gt_pattern.clone();
+            opts.bootstrap = args.bootstrap;
+            opts.seed = args.seed;
+            if let Some(out) = &args.out {
+                opts.out = out.clone();
+            }
+            let (evaluation, files) = stochseg::evaluate::evaluate(&opts)?;
+            let t = &evaluation.totals;
+            tracing::info!(
+                cases = t.cases,
+                blobs = t.blobs,
+                true_blobs = t.true_blobs,
+                mean_dice = t.mean_dice,
+                "cohort evaluated"
+            );
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Command::Inspect { model } => {
             let (env, _) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
             let info = stochseg::infer::ort::inspect(env, model)?;
@@ -270,6 +321,14 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
 }
 
 fn load_pipeline(args: &ConfigArgs, write_source_dicom: bool) -> Result<Pipeline, Error> {
+    load_pipeline_with(args, write_source_dicom, false)
+}
+
+fn load_pipeline_with(
+    args: &ConfigArgs,
+    write_source_dicom: bool,
+    figures: bool,
+) -> Result<Pipeline, Error> {
     let models = args
         .models
         .iter()
@@ -292,6 +351,7 @@ fn load_pipeline(args: &ConfigArgs, write_source_dicom: bool) -> Result<Pipeline
         seed: args.seed,
         deterministic: args.deterministic,
         compare_deterministic: args.compare_deterministic,
+        figures,
         threshold: args.threshold,
         device: args.device.clone(),
         allow_fallback: args.allow_fallback,
@@ -348,7 +408,7 @@ fn case_spec(
 }
 
 fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
-    let pipeline = load_pipeline(&args.config, args.write_source_dicom)?;
+    let pipeline = load_pipeline_with(&args.config, args.write_source_dicom, args.figures)?;
     let case = case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(run::thread_count(pipeline.execution.threads))

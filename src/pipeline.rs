@@ -213,6 +213,8 @@ impl MapKind {
 pub struct Outputs {
     pub maps: Vec<MapKind>,
     pub histogram_bins: usize,
+    /// PNG figures in `figures/` (see `figures`).
+    pub figures: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -393,6 +395,7 @@ impl Default for Outputs {
                 MapKind::Labels,
             ],
             histogram_bins: 64,
+            figures: false,
         }
     }
 }
@@ -428,6 +431,7 @@ pub struct Overrides {
     pub seed: Option<u64>,
     pub deterministic: bool,
     pub compare_deterministic: bool,
+    pub figures: bool,
     pub threshold: Option<f32>,
     pub device: Option<String>,
     pub allow_fallback: bool,
@@ -506,6 +510,7 @@ impl Pipeline {
             self.ensemble.mode = Mode::Deterministic;
         }
         self.ensemble.compare_deterministic |= o.compare_deterministic;
+        self.outputs.figures |= o.figures;
         set(&mut self.ensemble.passes, o.passes);
         set(&mut self.ensemble.sigma, o.sigma);
         set(&mut self.ensemble.seed, o.seed);

@@ -201,6 +201,19 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         None
     };
 
+    let figures = if p.outputs.figures {
+        let hist = comparison
+            .as_ref()
+            .map(|c| &c.deterministic.statistics.brain.histogram);
+        let inputs = (&statistics.brain.histogram, hist, &labels);
+        clock
+            .stage("write_figures", || {
+                write_figures(&staging, &prepared, p, inputs, found.len())
+            })
+            .map_err(|e| staging.relabel(e))?
+    } else {
+        Vec::new()
+    };
     let outputs = clock
         .stage("write_maps", || {
             write_maps(&staging, &case, &prepared, axis_map, &aggregate, &labels, p)
@@ -263,6 +276,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             .iter()
             .cloned()
             .chain(seg.files())
+            .chain(figures)
             .chain(["report.yaml".to_string(), "report.json".to_string()])
             .collect(),
         seg,
@@ -455,8 +469,8 @@ fn compare_deterministic(
     let mut det_p = p.clone();
     det_p.ensemble.mode = crate::pipeline::Mode::Deterministic;
     let (det, _) = run_ensemble(models, run.prepared, &det_p, spill, on_event)?;
-    let (_, own) =
-        blobs::find(&det, models.len(), run.blob_opts, run.frame).map_err(|e| spill_error(spill, e))?;
+    let (_, own) = blobs::find(&det, models.len(), run.blob_opts, run.frame)
+        .map_err(|e| spill_error(spill, e))?;
     let inputs = crate::compare::CompareInputs {
         labels: run.labels,
         stochastic_blobs: run.found,
@@ -555,21 +569,72 @@ fn on_input_grid<T: Clone>(
     ))
 }
 
+/// Blobs that get an overlay figure (the largest first).
+const FIGURE_BLOBS: usize = 3;
+
+/// `figures/`: the logit histogram(s) and an overlay slice through each of the largest blobs.
+fn write_figures(
+    staging: &Staging,
+    prepared: &Prepared,
+    p: &Pipeline,
+    (stochastic, deterministic, labels): (
+        &stats::Histogram,
+        Option<&stats::Histogram>,
+        &Array3<u32>,
+    ),
+    blob_count: usize,
+) -> Result<Vec<String>, OutputError> {
+    let dir = staging.file("figures");
+    let io = |name: &str, e: std::io::Error| OutputError::Io {
+        path: dir.join(name),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io("", e))?;
+    let mut written = Vec::new();
+    let name = "logit-histogram.png";
+    let threshold = f64::from(p.blobs.threshold);
+    crate::figures::histogram_png(&dir.join(name), stochastic, deterministic, threshold)
+        .map_err(|e| io(name, e))?;
+    written.push(format!("figures/{name}"));
+    let channel = p.channels.iter().position(|c| c == "t1c").unwrap_or(0);
+    let image = prepared.image.index_axis(ndarray::Axis(0), channel);
+    for id in 1..=blob_count.min(FIGURE_BLOBS) as u32 {
+        let Some(z) = crate::figures::widest_slice(labels.view(), id) else {
+            continue;
+        };
+        let name = format!("blob-{id}.png");
+        let slice = image.index_axis(ndarray::Axis(0), z);
+        let plane = labels.index_axis(ndarray::Axis(0), z);
+        crate::figures::overlay_png(&dir.join(&name), slice, plane, id)
+            .map_err(|e| io(&name, e))?;
+        written.push(format!("figures/{name}"));
+    }
+    Ok(written)
+}
+
 /// The labels and blobs `seg.dcm` carries: all, or only the accepted ones
 /// (`dicom_output.seg_blobs: accepted`), other blobs' voxels set to 0. Blob ids are kept.
-fn seg_selection(mut labels: Array3<u32>, found: &[Blob], p: &Pipeline) -> (Array3<u32>, Vec<Blob>) {
+fn seg_selection(
+    mut labels: Array3<u32>,
+    found: &[Blob],
+    p: &Pipeline,
+) -> (Array3<u32>, Vec<Blob>) {
+    use crate::pipeline::{Decision, SegBlobs};
     let decisions = match (p.dicom_output.seg_blobs, p.blobs.decisions) {
-        (crate::pipeline::SegBlobs::Accepted, Some(d)) => d,
+        (SegBlobs::Accepted, Some(d)) => d,
         _ => return (labels, found.to_vec()),
     };
-    let accepted =
-        |b: &Blob| decisions.decide(b.mean_logit) == crate::pipeline::Decision::Accept;
+    let kept: Vec<Blob> = found
+        .iter()
+        .filter(|b| decisions.decide(b.mean_logit) == Decision::Accept)
+        .cloned()
+        .collect();
     let mut keep = vec![false; found.iter().map(|b| b.id as usize).max().unwrap_or(0) + 1];
-    for b in found.iter().filter(|b| accepted(b)) {
+    for b in &kept {
         keep[b.id as usize] = true;
     }
-    labels.mapv_inplace(|l| if keep.get(l as usize) == Some(&true) { l } else { 0 });
-    (labels, found.iter().filter(|b| accepted(b)).cloned().collect())
+    labels.mapv_inplace(|l| if keep[l as usize] { l } else { 0 });
+    (labels, kept)
 }
 
 /// The DICOM SEG(s) (and, on request, the source channels as DICOM) from the labels and
@@ -604,9 +669,15 @@ fn write_dicom(
 /// AlgorithmParameters of the SEG segments: what produced the mask.
 fn algorithm_parameters(p: &Pipeline, models: &[OrtModel]) -> String {
     let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+    let selection = match (p.dicom_output.seg_blobs, p.blobs.decisions) {
+        (crate::pipeline::SegBlobs::Accepted, Some(d)) => {
+            format!("; blobs: accepted only (mean logit >= {})", d.accept)
+        }
+        _ => String::new(),
+    };
     format!(
         "models: {}; mode: {}; passes per model: {}; sigma: {}; seed: {}; aggregation: {}; \
-         threshold: {}; connectivity: {}; min voxels: {}",
+         threshold: {}; connectivity: {}; min voxels: {}{selection}",
         names.join(", "),
         snake(&p.ensemble.mode),
         p.passes_per_model(),

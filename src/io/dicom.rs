@@ -57,6 +57,8 @@ use ndarray::Array3;
 use rayon::prelude::*;
 use regex::Regex;
 
+mod lengths;
+
 use crate::io::case::DicomSource;
 use crate::io::InputError;
 use crate::pipeline::SeriesRule;
@@ -401,6 +403,8 @@ fn examine(path: &Path) -> Result<Found, InputError> {
     if !is_part10(path) {
         return Ok(Found::NotDicom);
     }
+    lengths::check(path, true)
+        .map_err(|why| file_error(path, format!("cannot read the DICOM header: {why}")))?;
     let obj = guarded(|| {
         OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
@@ -1110,6 +1114,7 @@ pub fn read_volume(series: &Series, max_voxels: usize) -> Result<Array3<f32>, In
 /// Decodes one slice into `out` (rows x columns, row-major).
 fn read_slice(slice: &SliceHeader, out: &mut [f32]) -> Result<(), InputError> {
     let path = slice.path.as_path();
+    lengths::check(path, false).map_err(|why| file_error(path, format!("cannot read: {why}")))?;
     let obj = guarded(|| OpenFileOptions::new().open_file(path))
         .and_then(|r| r.map_err(|e| chain(&e)))
         .map_err(|why| file_error(path, format!("cannot read: {why}")))?;

@@ -1,0 +1,518 @@
+//! `stochseg evaluate`: finished runs of a cohort against ground truth.
+//!
+//! Inputs: a cohort folder of run outputs (`COHORT/<folder>/report.json` + `labels.nii.gz`) and a
+//! ground-truth folder where `gt_pattern` (default `{case}/{case}-seg.nii.gz`; `{case}` is the
+//! report's `case.id`, `{folder}` the run's folder name) names each case's BraTS label map. Label
+//! maps are compared voxel for voxel on their own grid (they must have the same shape).
+//!
+//! Per case: whole-tumor Dice (`labels > 0` vs `seg > 0`; 1 when both are empty) and lesion-wise
+//! detection as in BraTS 2024 but without its GT dilation: GT lesions are the 26-connected
+//! components of `seg > 0`; a predicted blob is a true positive when at least one of its voxels
+//! lies in a GT lesion (`seg > 0`), else a false positive; a GT lesion is detected when any
+//! predicted blob overlaps it.
+//!
+//! Blob confidence as a detector of true blobs, pooled over the cohort: ROC AUC (Mann-Whitney,
+//! ties count one half), average precision (as scikit-learn defines it: the sum over distinct
+//! thresholds of recall increments times precision), percentile bootstrap 95% CIs (blobs
+//! resampled with replacement, ChaCha8 seeded; resamples with one class only are skipped), the
+//! threshold maximising Youden's J (a blob is called true when its score >= the threshold), and a
+//! calibration table of `mean_probability` in equal bins of [0, 1]. Scores: the stochastic
+//! `mean_logit`, and the `comparison.blobs[].deterministic_mean_logit` when every case has it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array3, Zip};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::io::{nifti, InputError};
+use crate::output::OutputError;
+
+/// What to evaluate and how.
+#[derive(Debug, Clone)]
+pub struct EvaluateOptions {
+    pub cohort: PathBuf,
+    pub gt_dir: PathBuf,
+    pub gt_pattern: String,
+    /// Where evaluation.yaml and the CSVs go.
+    pub out: PathBuf,
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub calibration_bins: usize,
+}
+
+impl EvaluateOptions {
+    pub fn new(cohort: PathBuf, gt_dir: PathBuf) -> EvaluateOptions {
+        EvaluateOptions {
+            out: cohort.clone(),
+            cohort,
+            gt_dir,
+            gt_pattern: "{case}/{case}-seg.nii.gz".into(),
+            bootstrap: 1000,
+            seed: 0,
+            calibration_bins: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    pub folder: String,
+    pub case: String,
+    pub dice: f64,
+    pub gt_lesions: usize,
+    pub detected_lesions: usize,
+    pub blobs: usize,
+    pub true_blobs: usize,
+    pub false_blobs: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobResult {
+    pub case: String,
+    pub id: u32,
+    pub voxels: usize,
+    pub overlap_voxels: usize,
+    pub is_true: bool,
+    pub mean_logit: f64,
+    pub mean_probability: f64,
+    pub deterministic_mean_logit: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    pub value: f64,
+    pub ci95: [f64; 2],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Detector {
+    pub score: String,
+    pub auc: Option<Interval>,
+    pub average_precision: Option<Interval>,
+    pub youden_threshold: Option<f64>,
+    pub youden_j: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub blobs: usize,
+    pub mean_probability: Option<f64>,
+    pub fraction_true: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub rule: String,
+    pub cases: Vec<CaseResult>,
+    pub totals: Totals,
+    pub detectors: Vec<Detector>,
+    pub calibration: Vec<CalibrationBin>,
+    pub bootstrap: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub cases: usize,
+    pub mean_dice: f64,
+    pub gt_lesions: usize,
+    pub detected_lesions: usize,
+    pub blobs: usize,
+    pub true_blobs: usize,
+    pub false_blobs: usize,
+}
+
+const RULE: &str = "blob is true when any voxel lies in seg > 0 (no GT dilation); GT lesions are \
+                    26-connected components of seg > 0";
+
+/// Evaluates the cohort and writes `evaluation.yaml`, `evaluation-cases.csv` and
+/// `evaluation-blobs.csv` into `opts.out`.
+pub fn evaluate(opts: &EvaluateOptions) -> Result<(Evaluation, Vec<PathBuf>), Error> {
+    let (cases, blobs) = collect(opts)?;
+    let evaluation = summarize(cases, &blobs, opts);
+    let files = write(opts, &evaluation, &blobs)?;
+    Ok((evaluation, files))
+}
+
+fn collect(opts: &EvaluateOptions) -> Result<(Vec<CaseResult>, Vec<BlobResult>), Error> {
+    let entries = std::fs::read_dir(&opts.cohort).map_err(|_| InputError::NotFound {
+        path: opts.cohort.clone(),
+    })?;
+    let mut folders: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("report.json").is_file())
+        .collect();
+    folders.sort();
+    let (mut cases, mut blobs) = (Vec::new(), Vec::new());
+    for folder in folders {
+        let (case, mut found) = evaluate_case(&folder, opts)?;
+        cases.push(case);
+        blobs.append(&mut found);
+    }
+    Ok((cases, blobs))
+}
+
+fn format_error(path: &Path, reason: impl Into<String>) -> InputError {
+    InputError::Format {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn evaluate_case(
+    folder: &Path,
+    opts: &EvaluateOptions,
+) -> Result<(CaseResult, Vec<BlobResult>), Error> {
+    let report_path = folder.join("report.json");
+    let text = std::fs::read_to_string(&report_path)
+        .map_err(|e| format_error(&report_path, e.to_string()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format_error(&report_path, e.to_string()))?;
+    let folder_name = folder
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let case_id = report["case"]["id"]
+        .as_str()
+        .unwrap_or(&folder_name)
+        .to_string();
+    let gt_path = opts.gt_dir.join(
+        opts.gt_pattern
+            .replace("{case}", &case_id)
+            .replace("{folder}", &folder_name),
+    );
+    let labels = read_labels(&folder.join("labels.nii.gz"))?;
+    let gt = read_labels(&gt_path)?;
+    if labels.dim() != gt.dim() {
+        return Err(format_error(
+            &gt_path,
+            format!(
+                "grid {:?} differs from {}'s {:?}",
+                gt.dim(),
+                folder.join("labels.nii.gz").display(),
+                labels.dim()
+            ),
+        )
+        .into());
+    }
+    let gt_mask = gt.mapv(|v| v > 0);
+    let (lesions, n_lesions) = crate::blobs::label(gt_mask.view(), 26);
+    let mut detected = vec![false; n_lesions + 1];
+    let mut overlap: BTreeMap<u32, usize> = BTreeMap::new();
+    let (mut both, mut pred, mut truth) = (0usize, 0usize, 0usize);
+    Zip::from(&labels).and(&lesions).for_each(|&l, &lesion| {
+        pred += usize::from(l > 0);
+        truth += usize::from(lesion > 0);
+        if l > 0 && lesion > 0 {
+            both += 1;
+            detected[lesion as usize] = true;
+            *overlap.entry(l).or_default() += 1;
+        }
+    });
+    let dice = if pred + truth == 0 {
+        1.0
+    } else {
+        2.0 * both as f64 / (pred + truth) as f64
+    };
+    let deterministic: BTreeMap<u64, f64> = report["comparison"]["blobs"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| Some((r["id"].as_u64()?, r["deterministic_mean_logit"].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for b in report["blobs"].as_array().into_iter().flatten() {
+        let id = b["id"]
+            .as_u64()
+            .ok_or_else(|| format_error(&report_path, "a blob has no integer id"))?;
+        let overlap_voxels = overlap.get(&(id as u32)).copied().unwrap_or(0);
+        found.push(BlobResult {
+            case: case_id.clone(),
+            id: id as u32,
+            voxels: b["voxels"].as_u64().unwrap_or(0) as usize,
+            overlap_voxels,
+            is_true: overlap_voxels > 0,
+            mean_logit: b["mean_logit"].as_f64().unwrap_or(f64::NAN),
+            mean_probability: b["mean_probability"].as_f64().unwrap_or(f64::NAN),
+            deterministic_mean_logit: deterministic.get(&id).copied(),
+        });
+    }
+    let true_blobs = found.iter().filter(|b| b.is_true).count();
+    let case = CaseResult {
+        folder: folder_name,
+        case: case_id,
+        dice,
+        gt_lesions: n_lesions,
+        detected_lesions: detected.iter().filter(|&&d| d).count(),
+        blobs: found.len(),
+        true_blobs,
+        false_blobs: found.len() - true_blobs,
+    };
+    Ok((case, found))
+}
+
+fn read_labels(path: &Path) -> Result<Array3<u32>, Error> {
+    let image = nifti::read_volume(path, usize::MAX)?;
+    Ok(image
+        .data
+        .mapv(|v| if v > 0.5 { v.round() as u32 } else { 0 }))
+}
+
+fn summarize(cases: Vec<CaseResult>, blobs: &[BlobResult], opts: &EvaluateOptions) -> Evaluation {
+    let truth: Vec<bool> = blobs.iter().map(|b| b.is_true).collect();
+    let mut detectors = vec![detector(
+        "mean_logit",
+        &blobs.iter().map(|b| b.mean_logit).collect::<Vec<_>>(),
+        &truth,
+        opts,
+    )];
+    let det: Option<Vec<f64>> = blobs.iter().map(|b| b.deterministic_mean_logit).collect();
+    if let Some(scores) = det.filter(|s| !s.is_empty()) {
+        detectors.push(detector("deterministic_mean_logit", &scores, &truth, opts));
+    }
+    let probabilities: Vec<f64> = blobs.iter().map(|b| b.mean_probability).collect();
+    let n = cases.len();
+    let totals = Totals {
+        cases: n,
+        mean_dice: cases.iter().map(|c| c.dice).sum::<f64>() / n.max(1) as f64,
+        gt_lesions: cases.iter().map(|c| c.gt_lesions).sum(),
+        detected_lesions: cases.iter().map(|c| c.detected_lesions).sum(),
+        blobs: blobs.len(),
+        true_blobs: truth.iter().filter(|&&t| t).count(),
+        false_blobs: truth.iter().filter(|&&t| !t).count(),
+    };
+    Evaluation {
+        rule: RULE.into(),
+        cases,
+        totals,
+        detectors,
+        calibration: calibration(&probabilities, &truth, opts.calibration_bins),
+        bootstrap: opts.bootstrap,
+        seed: opts.seed,
+    }
+}
+
+fn detector(name: &str, scores: &[f64], truth: &[bool], opts: &EvaluateOptions) -> Detector {
+    let (youden_threshold, youden_j) = match youden(scores, truth) {
+        Some((t, j)) => (Some(t), Some(j)),
+        None => (None, None),
+    };
+    Detector {
+        score: name.into(),
+        auc: with_ci(scores, truth, opts, roc_auc),
+        average_precision: with_ci(scores, truth, opts, average_precision),
+        youden_threshold,
+        youden_j,
+    }
+}
+
+/// The statistic and its percentile bootstrap 95% interval.
+fn with_ci(
+    scores: &[f64],
+    truth: &[bool],
+    opts: &EvaluateOptions,
+    f: fn(&[f64], &[bool]) -> Option<f64>,
+) -> Option<Interval> {
+    let value = f(scores, truth)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let n = scores.len();
+    let mut draws = Vec::with_capacity(opts.bootstrap);
+    let (mut s, mut t) = (vec![0.0; n], vec![false; n]);
+    for _ in 0..opts.bootstrap {
+        for i in 0..n {
+            let j = rng.random_range(0..n);
+            s[i] = scores[j];
+            t[i] = truth[j];
+        }
+        if let Some(v) = f(&s, &t) {
+            draws.push(v);
+        }
+    }
+    draws.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        if draws.is_empty() {
+            value
+        } else {
+            draws[((q * (draws.len() - 1) as f64).round() as usize).min(draws.len() - 1)]
+        }
+    };
+    Some(Interval {
+        value,
+        ci95: [pick(0.025), pick(0.975)],
+    })
+}
+
+/// ROC AUC by ranks (Mann-Whitney U), ties counted one half; None without both classes.
+pub fn roc_auc(scores: &[f64], truth: &[bool]) -> Option<f64> {
+    let pos = truth.iter().filter(|&&t| t).count();
+    let neg = truth.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += order[i..=j].iter().filter(|&&k| truth[k]).count() as f64 * rank;
+        i = j + 1;
+    }
+    let u = rank_sum - (pos * (pos + 1)) as f64 / 2.0;
+    Some(u / (pos * neg) as f64)
+}
+
+/// Average precision as scikit-learn computes it: sum over distinct thresholds (high to low) of
+/// (recall increment) x precision; None without a positive.
+pub fn average_precision(scores: &[f64], truth: &[bool]) -> Option<f64> {
+    let pos = truth.iter().filter(|&&t| t).count();
+    if pos == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut ap, mut last_recall) = (0usize, 0usize, 0.0, 0.0);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            if truth[k] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+        }
+        let recall = tp as f64 / pos as f64;
+        ap += (recall - last_recall) * tp as f64 / (tp + fp) as f64;
+        last_recall = recall;
+        i = j + 1;
+    }
+    Some(ap)
+}
+
+/// The score threshold (>= is called true) maximising TPR - FPR, and that J; the highest such
+/// threshold on ties. None without both classes.
+pub fn youden(scores: &[f64], truth: &[bool]) -> Option<(f64, f64)> {
+    let pos = truth.iter().filter(|&&t| t).count() as f64;
+    let neg = truth.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return None;
+    }
+    let mut thresholds: Vec<f64> = scores.to_vec();
+    thresholds.sort_by(|a, b| b.total_cmp(a));
+    thresholds.dedup();
+    let mut best: Option<(f64, f64)> = None;
+    for t in thresholds {
+        let tp = scores
+            .iter()
+            .zip(truth)
+            .filter(|(&s, &y)| y && s >= t)
+            .count() as f64;
+        let fp = scores
+            .iter()
+            .zip(truth)
+            .filter(|(&s, &y)| !y && s >= t)
+            .count() as f64;
+        let j = tp / pos - fp / neg;
+        if best.is_none_or(|(_, bj)| j > bj) {
+            best = Some((t, j));
+        }
+    }
+    best
+}
+
+/// Equal bins of [0, 1] over `probability` (the last includes 1): count, mean, fraction true.
+pub fn calibration(probability: &[f64], truth: &[bool], bins: usize) -> Vec<CalibrationBin> {
+    let bins = bins.max(1);
+    let mut sum = vec![0.0; bins];
+    let mut count = vec![0usize; bins];
+    let mut trues = vec![0usize; bins];
+    for (&p, &t) in probability.iter().zip(truth) {
+        if !p.is_finite() {
+            continue;
+        }
+        let b = ((p.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
+        sum[b] += p;
+        count[b] += 1;
+        trues[b] += usize::from(t);
+    }
+    (0..bins)
+        .map(|b| CalibrationBin {
+            lo: b as f64 / bins as f64,
+            hi: (b + 1) as f64 / bins as f64,
+            blobs: count[b],
+            mean_probability: (count[b] > 0).then(|| sum[b] / count[b] as f64),
+            fraction_true: (count[b] > 0).then(|| trues[b] as f64 / count[b] as f64),
+        })
+        .collect()
+}
+
+fn write(
+    opts: &EvaluateOptions,
+    evaluation: &Evaluation,
+    blobs: &[BlobResult],
+) -> Result<Vec<PathBuf>, OutputError> {
+    let io = |path: &Path, e: String| OutputError::Io {
+        path: path.to_path_buf(),
+        reason: e,
+    };
+    std::fs::create_dir_all(&opts.out).map_err(|e| io(&opts.out, e.to_string()))?;
+    let yaml_path = opts.out.join("evaluation.yaml");
+    let yaml = crate::yaml::to_string(evaluation).map_err(|e| io(&yaml_path, e))?;
+    std::fs::write(&yaml_path, yaml).map_err(|e| io(&yaml_path, e.to_string()))?;
+    let cases_path = opts.out.join("evaluation-cases.csv");
+    let blobs_path = opts.out.join("evaluation-blobs.csv");
+    write_csv(&cases_path, &evaluation.cases).map_err(|e| io(&cases_path, e))?;
+    write_csv(&blobs_path, blobs).map_err(|e| io(&blobs_path, e))?;
+    Ok(vec![yaml_path, cases_path, blobs_path])
+}
+
+fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), String> {
+    let mut w = csv::Writer::from_path(path).map_err(|e| e.to_string())?;
+    for r in rows {
+        w.serialize(r).map_err(|e| e.to_string())?;
+    }
+    w.flush().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_and_ap_of_a_known_ranking() {
+        let s = [0.9, 0.8, 0.7, 0.6];
+        let t = [true, false, true, false];
+        assert_eq!(roc_auc(&s, &t), Some(0.75));
+        // precision at recall 0.5: 1, at recall 1: 2/3
+        let ap = average_precision(&s, &t).unwrap();
+        assert!((ap - (0.5 + 0.5 * 2.0 / 3.0)).abs() < 1e-12);
+        assert_eq!(roc_auc(&[1.0, 1.0], &[true, false]), Some(0.5));
+        assert_eq!(roc_auc(&s, &[true; 4]), None);
+        assert_eq!(youden(&s, &t), Some((0.9, 0.5)));
+    }
+
+    #[test]
+    fn calibration_bins_count_every_blob() {
+        let c = calibration(&[0.05, 0.95, 1.0, 0.5], &[false, true, true, false], 2);
+        assert_eq!(c[0].blobs, 1);
+        assert_eq!(c[1].blobs, 3);
+        assert_eq!(c[1].fraction_true, Some(2.0 / 3.0));
+    }
+}

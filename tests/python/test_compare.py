@@ -1,0 +1,170 @@
+"""`--compare-deterministic` and `blobs.decisions` (issue 8, items 1 and 2).
+
+One stochastic run of unet-p64 with the deterministic comparison is checked against the shared
+separate `--deterministic` run of the same model (``det_crop_p64``): the comparison's case-level
+statistics must equal that run's, and each stochastic blob's deterministic confidence must equal
+the mean, computed here with numpy, of that run's mean_logits over the stochastic blob's voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import (brain_mask, case_args, error_line, model_path, run_ok, stochseg,
+                      write_config)
+
+DECISIONS = {"accept": 11.9, "reject": 5.0}
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    cfg = write_config(root / "cfg.yaml", [model_path("unet-p64")],
+                       {"blobs": {"threshold": 0.0, "decisions": DECISIONS},
+                        "dicom_output": {"per_blob_segments": True, "seg_blobs": "accepted"}})
+    return run_ok(root / "out", "--pipeline", cfg, *case_args(), "--passes", "2", "--seed", "0",
+                  "--compare-deterministic", "--figures")
+
+
+@pytest.fixture(scope="module")
+def det(runs):
+    return runs.get("det_crop_p64")
+
+
+def close(a, b, tol=1e-5):
+    return abs(a - b) <= tol * max(1.0, abs(a), abs(b))
+
+
+def test_statistics_equal_a_separate_deterministic_run(compared, det, channels):
+    c = compared.report["comparison"]["deterministic"]
+    assert c["passes_per_model"] == 1 and c["sigma"] == 0
+    mine, theirs = c["statistics"], det.report["statistics"]
+    assert mine["brain_voxels"] == theirs["brain_voxels"]
+    assert mine["positive_voxels"] == theirs["positive_voxels"]
+    for region in ("brain", "positive"):
+        for key in ("count", "mean", "std", "skewness", "excess_kurtosis"):
+            assert close(mine[region][key], theirs[region][key]), (region, key)
+    # same bins as the stochastic run, counts as numpy gives them from the deterministic map
+    edges = compared.report["statistics"]["brain"]["histogram"]["edges"]
+    assert mine["brain"]["histogram"]["edges"] == edges
+    assert mine["positive"]["histogram"]["edges"] == edges
+    logits = det.map("mean_logits")
+    brain = logits[brain_mask(channels)]
+    positive = logits[logits > 0.0]
+    for values, region in ((brain, "brain"), (positive, "positive")):
+        counts, _ = np.histogram(values, bins=np.asarray(edges))
+        got = np.asarray(mine[region]["histogram"]["counts"])
+        # a value within f32 rounding of an edge may fall on either side
+        assert np.abs(got - counts).sum() <= 2, (region, got, counts)
+    # the deterministic model's own statistics are those of the one pass (f16 copies)
+    (model_stats,) = c["model_statistics"].values()
+    assert model_stats["count"] == mine["brain_voxels"]
+    assert abs(model_stats["mean"] - mine["brain"]["mean"]) < 1e-2
+    assert c["blobs_found"] == len(det.report["blobs"])
+
+
+def test_blob_confidences_under_the_deterministic_ensemble(compared, det):
+    labels = compared.map("labels")
+    det_logits = det.map("mean_logits")
+    blobs = compared.report["blobs"]
+    rows = compared.report["comparison"]["blobs"]
+    assert [r["id"] for r in rows] == [b["id"] for b in blobs]
+    assert len(rows) >= 1
+    for row, blob in zip(rows, blobs):
+        voxels = labels == row["id"]
+        assert row["voxels"] == blob["voxels"] == int(voxels.sum())
+        assert row["stochastic_mean_logit"] == blob["mean_logit"]
+        assert row["stochastic_pass_agreement"] == blob["pass_agreement"]
+        expected = float(det_logits[voxels].astype(np.float64).mean())
+        assert close(row["deterministic_mean_logit"], expected), (row, expected)
+        # one model, one noise-free pass: its mean is the ensemble's (f16 copy), and it agrees
+        # exactly when that mean is above the threshold
+        (model_mean,) = row["deterministic_model_mean_logits"].values()
+        assert abs(model_mean - expected) < 1e-2 * max(1.0, abs(expected))
+        assert row["deterministic_pass_agreement"] == (1.0 if model_mean > 0 else 0.0)
+
+
+def decide(confidence: float) -> str:
+    if confidence >= DECISIONS["accept"]:
+        return "accept"
+    if confidence < DECISIONS["reject"]:
+        return "reject"
+    return "review"
+
+
+def test_decisions_follow_the_thresholds(compared, det):
+    r = compared.report
+    assert r["thresholds"]["decisions"] == DECISIONS
+    for b in r["blobs"]:
+        assert b["decision"] == decide(b["mean_logit"])
+    for row in r["comparison"]["blobs"]:
+        assert row["stochastic_decision"] == decide(row["stochastic_mean_logit"])
+        assert row["deterministic_decision"] == decide(row["deterministic_mean_logit"])
+    # without the setting, no decision is written
+    assert "decisions" not in det.report["thresholds"]
+    assert all("decision" not in b for b in det.report["blobs"])
+    assert "comparison" not in det.report
+
+
+def test_seg_carries_accepted_blobs_only(compared):
+    import pydicom
+
+    r = compared.report
+    decisions = [b["decision"] for b in r["blobs"]]
+    assert "accept" in decisions and set(decisions) != {"accept"}, decisions
+    accepted = [b for b in r["blobs"] if b["decision"] == "accept"]
+    segments = r["seg"]["binary"]["segments"]
+    assert segments[0]["voxels"] == sum(b["voxels"] for b in accepted)
+    assert [s.get("blob_id") for s in segments[1:]] == [b["id"] for b in accepted]
+    for b in r["blobs"]:
+        assert ("seg_segment_number" in b) == (b["decision"] == "accept")
+    # the SEG's whole-tumor segment is the accepted blobs' voxels, frame by frame
+    ds = pydicom.dcmread(compared.out / "seg.dcm")
+    frames = ds.pixel_array.reshape(int(ds.NumberOfFrames), ds.Rows, ds.Columns)
+    numbers = [int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+               for f in ds.PerFrameFunctionalGroupsSequence]
+    tumor = sum(int(fr.sum()) for fr, n in zip(frames, numbers) if n == 1)
+    assert tumor == segments[0]["voxels"]
+    labels = compared.map("labels")
+    assert int(np.isin(labels, [b["id"] for b in accepted]).sum()) == tumor
+
+
+def png_size(path):
+    import struct
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
+
+
+def test_figures(compared):
+    r = compared.report
+    figures = [o for o in r["outputs"] if o.startswith("figures/")]
+    expected = ["figures/logit-histogram.png"] + [
+        f"figures/blob-{b['id']}.png" for b in r["blobs"][:3]]
+    assert figures == expected
+    for f in figures:
+        assert (compared.out / f).is_file()
+    assert png_size(compared.out / figures[0]) == (720, 360)
+    # an overlay is the crop's axial plane, 4 pixels per voxel
+    crop = r["preprocess"]["crop_canonical_zyx"]
+    ny = crop["end_zyx"][1] - crop["start_zyx"][1]
+    nx = crop["end_zyx"][2] - crop["start_zyx"][2]
+    assert png_size(compared.out / figures[1]) == (4 * nx, 4 * ny)
+
+
+@pytest.mark.parametrize("extra,args,needle", [
+    ({}, ["--deterministic", "--compare-deterministic"], "deterministic"),
+    ({"ensemble": {"mode": "deterministic", "compare_deterministic": True}}, [],
+     "/ensemble/compare_deterministic"),
+    ({"blobs": {"decisions": {"accept": 1.0, "reject": 2.0}}}, [], "/blobs/decisions"),
+    ({"blobs": {"decisions": {"accept": 1.0}}}, [], "reject"),
+    ({"dicom_output": {"seg_blobs": "accepted"}}, [], "/dicom_output/seg_blobs"),
+])
+def test_bad_settings_are_usage_errors(tmp_path, extra, args, needle):
+    cfg = write_config(tmp_path / "cfg.yaml", [model_path("unet-p32")], extra)
+    proc = stochseg("run", "--pipeline", cfg, *case_args(), *args, "--out", tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr
+    assert needle in error_line(proc)
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,147 @@
+"""`stochseg evaluate` (issue 8, item 3) against tests/python/evaluate_reference.py
+(numpy / scipy / scikit-learn), on a synthetic cohort whose true and false blobs are known by
+construction, and end to end on a real run of the small case."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import CASE_DIR, CASE_ID, case_args, load_yaml, model_path, run_ok, stochseg
+
+HERE = Path(__file__).resolve().parent
+
+
+def reference_module():
+    spec = importlib.util.spec_from_file_location("evaluate_reference",
+                                                  HERE / "evaluate_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cube(a, lo, hi, value):
+    a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = value
+
+
+def save(path: Path, data: np.ndarray):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data.astype(np.int32), np.eye(4)), str(path))
+
+
+# (GT lesions as (lo, hi, label)), (blobs as (lo, hi, mean_logit, deterministic, true?))
+CASES = {
+    "SYN-A": ([((2, 2, 2), (5, 5, 5), 1), ((10, 10, 10), (13, 13, 13), 2),
+               ((15, 2, 15), (18, 5, 18), 3)],
+              [((3, 3, 3), (6, 6, 6), 6.0, 5.0, True),
+               ((10, 10, 10), (12, 12, 12), 2.0, 3.0, True),
+               ((2, 15, 2), (4, 18, 4), 3.0, 0.5, False),
+               ((16, 16, 2), (18, 18, 4), 0.5, 0.2, False)]),
+    "SYN-B": ([((5, 5, 5), (9, 9, 9), 2)],
+              [((6, 6, 6), (8, 8, 8), 4.0, 4.5, True),
+               ((14, 14, 14), (16, 16, 16), 1.0, 2.5, False)]),
+}
+KNOWN = {"SYN-A": dict(gt_lesions=3, detected_lesions=2, true_blobs=2, false_blobs=2),
+         "SYN-B": dict(gt_lesions=1, detected_lesions=1, true_blobs=1, false_blobs=1)}
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    cohort, gt_dir = root / "cohort", root / "gt"
+    for case, (lesions, blobs) in CASES.items():
+        gt = np.zeros((20, 20, 20))
+        for lo, hi, value in lesions:
+            cube(gt, lo, hi, value)
+        save(gt_dir / case / f"{case}-seg.nii.gz", gt)
+        labels = np.zeros((20, 20, 20))
+        entries, comparison = [], []
+        for i, (lo, hi, logit, det, _) in enumerate(blobs, start=1):
+            cube(labels, lo, hi, i)
+            entries.append({"id": i, "voxels": int(np.prod(np.subtract(hi, lo))),
+                            "mean_logit": logit,
+                            "mean_probability": float(1 / (1 + np.exp(-logit)))})
+            comparison.append({"id": i, "deterministic_mean_logit": det})
+        save(cohort / case / "labels.nii.gz", labels)
+        (cohort / case / "report.json").write_text(json.dumps(
+            {"case": {"id": case}, "blobs": entries, "comparison": {"blobs": comparison}}))
+    proc = stochseg("evaluate", cohort, "--gt", gt_dir, "--bootstrap", "200", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    return cohort, gt_dir, load_yaml((cohort / "evaluation.yaml").read_text())
+
+
+def test_known_counts_are_recovered(synthetic):
+    cohort, _, ev = synthetic
+    by_case = {c["case"]: c for c in ev["cases"]}
+    for case, known in KNOWN.items():
+        for key, value in known.items():
+            assert by_case[case][key] == value, (case, key)
+    rows = list(csv.DictReader((cohort / "evaluation-blobs.csv").open()))
+    truth = {(r["case"], int(r["id"])): r["is_true"] == "true" for r in rows}
+    for case, (_, blobs) in CASES.items():
+        for i, b in enumerate(blobs, start=1):
+            assert truth[(case, i)] == b[4], (case, i)
+    t = ev["totals"]
+    assert (t["blobs"], t["true_blobs"], t["false_blobs"]) == (6, 3, 3)
+
+
+def test_metrics_equal_the_scikit_learn_reference(synthetic):
+    cohort, gt_dir, ev = synthetic
+    ref = reference_module().reference(cohort, gt_dir)
+    for mine, theirs in zip(ev["cases"], ref["cases"]):
+        assert mine["case"] == theirs["case"]
+        assert mine["dice"] == pytest.approx(theirs["dice"], abs=1e-12)
+    detectors = {d["score"]: d for d in ev["detectors"]}
+    assert set(detectors) == set(ref["detectors"]) == {"mean_logit", "deterministic_mean_logit"}
+    for name, r in ref["detectors"].items():
+        d = detectors[name]
+        assert d["auc"]["value"] == pytest.approx(r["auc"], abs=1e-12)
+        assert d["average_precision"]["value"] == pytest.approx(r["average_precision"], abs=1e-12)
+        assert d["youden_threshold"] == pytest.approx(r["youden_threshold"])
+        assert d["youden_j"] == pytest.approx(r["youden_j"])
+        lo, hi = d["auc"]["ci95"]
+        assert 0 <= lo <= hi <= 1
+    # by construction: true {6, 4, 2} vs false {3, 1, 0.5}: 8 of 9 pairs ordered -> AUC 8/9
+    assert detectors["mean_logit"]["auc"]["value"] == pytest.approx(8 / 9)
+    assert detectors["deterministic_mean_logit"]["auc"]["value"] == pytest.approx(1.0)
+    assert sum(b["blobs"] for b in ev["calibration"]) == 6
+
+
+def test_bootstrap_is_seeded(synthetic, tmp_path):
+    cohort, gt_dir, ev = synthetic
+    out = tmp_path / "again"
+    proc = stochseg("evaluate", cohort, "--gt", gt_dir, "--bootstrap", "200", "--seed", "3",
+                    "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    again = load_yaml((out / "evaluation.yaml").read_text())
+    assert again["detectors"] == ev["detectors"]
+
+
+def test_a_real_run_end_to_end(tmp_path):
+    cohort = tmp_path / "cohort"
+    run = run_ok(cohort / CASE_ID, "--model", model_path("unet-p32"), *case_args(),
+                 "--passes", "2", "--threshold", "4", "--compare-deterministic")
+    proc = stochseg("evaluate", cohort, "--gt", CASE_DIR, "--gt-pattern", "{case}-seg.nii.gz",
+                    "--bootstrap", "50")
+    assert proc.returncode == 0, proc.stderr
+    ev = load_yaml((cohort / "evaluation.yaml").read_text())
+    ref = reference_module().reference(cohort, CASE_DIR, "{case}-seg.nii.gz")
+    (case,) = ev["cases"]
+    assert case["dice"] == pytest.approx(ref["cases"][0]["dice"], abs=1e-12)
+    assert case["gt_lesions"] == ref["cases"][0]["gt_lesions"]
+    assert case["detected_lesions"] == ref["cases"][0]["detected_lesions"]
+    assert case["blobs"] == len(run.report["blobs"])
+    assert case["true_blobs"] == ref["cases"][0]["true_blobs"]
+
+
+def test_missing_ground_truth_is_an_input_error(synthetic, tmp_path):
+    cohort, _, _ = synthetic
+    proc = stochseg("evaluate", cohort, "--gt", tmp_path / "nowhere", "--out", tmp_path / "o")
+    assert proc.returncode == 3, proc.stderr
+    assert "nowhere" in proc.stderr
