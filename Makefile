@@ -14,7 +14,7 @@ DEMO_OUT ?= out/demo
 ORT_LIB = $(lastword $(sort $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
 export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
 
-.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch fuzz
+.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
 
 setup: $(VENV)/.installed
 
@@ -66,20 +66,41 @@ lint:
 	cargo clippy --release --all-targets -- -D warnings
 
 # fuzzing (README "Robustness"): each target FUZZ_SECONDS from the seeds in fuzz/corpus/<target>
-# (new inputs go to fuzz/work/, crashes to fuzz/artifacts/). Needs a nightly toolchain and
-# cargo-fuzz (`rustup toolchain install nightly`, `cargo install cargo-fuzz`).
+# (new inputs go to fuzz/work/, crashes to fuzz/artifacts/). With cargo-fuzz and a nightly
+# toolchain the targets are built with AddressSanitizer (`cargo fuzz build`); without, with the
+# same coverage instrumentation on the stable toolchain and no sanitizer.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := nifti dicom_series pipeline_config
+FUZZ_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
+FUZZ_BIN = fuzz/target/$(FUZZ_TRIPLE)/release
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
 
-fuzz:
-	@cargo +nightly fuzz --version >/dev/null 2>&1 || { echo "make fuzz: needs a nightly toolchain and cargo-fuzz (rustup toolchain install nightly; cargo install cargo-fuzz)" >&2; exit 2; }
-	cd fuzz && cargo +nightly fuzz build -O -a
-	cd fuzz && for t in $(FUZZ_TARGETS); do \
-	  mkdir -p work/$$t work/files || exit 1; \
-	  STOCHSEG_FUZZ_DIR=$(CURDIR)/fuzz/work/files cargo +nightly fuzz run -O -a $$t work/$$t corpus/$$t -- \
-	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 || exit 1; \
-	done; rm -rf work/files
+fuzz-build:
+	if cargo +nightly fuzz --version >/dev/null 2>&1; then \
+	  cd fuzz && cargo +nightly fuzz build -O -a; \
+	else \
+	  echo "fuzz-build: no cargo-fuzz/nightly, building without AddressSanitizer" >&2; \
+	  RUSTFLAGS="$(FUZZ_RUSTFLAGS)" cargo build --release --manifest-path fuzz/Cargo.toml --target $(FUZZ_TRIPLE); \
+	fi
+
+fuzz: fuzz-build
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/work/$$t fuzz/work/files fuzz/artifacts/$$t || exit 1; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  STOCHSEG_FUZZ_DIR=$(CURDIR)/fuzz/work/files $(FUZZ_BIN)/$$t fuzz/work/$$t fuzz/corpus/$$t \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+	    -artifact_prefix=fuzz/artifacts/$$t/ 2>fuzz/work/$$t.log \
+	    || { tail -n 60 fuzz/work/$$t.log; exit 1; }; \
+	  grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec)' fuzz/work/$$t.log; \
+	done; rm -rf fuzz/work/files
 
 clean:
 	cargo clean
 	rm -rf $(VENV) out
+
+# benchmark (issue 5): scaling series and the side-by-side with bench/reference.py (minutes)
+.PHONY: bench
+bench: setup build
+	$(VPY) bench/run.py

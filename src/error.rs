@@ -40,6 +40,23 @@ pub enum Error {
     Interrupted,
 }
 
+/// `s` with control characters (a newline inside a YAML key, say) shown as escapes, so that a
+/// message that quotes user input stays on one line.
+pub fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {

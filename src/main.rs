@@ -226,7 +226,7 @@ fn usage_line(e: &clap::Error) -> String {
         .lines()
         .take_while(|l| !l.starts_with("Usage:"))
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
     {
         if !line.is_empty() {
             line.push_str(if line.ends_with(':') { " " } else { "; " });
@@ -381,6 +381,11 @@ fn case_spec(
         let (name, path) = item
             .split_once('=')
             .ok_or_else(|| ConfigError::Invalid(format!("--input '{item}': expected NAME=PATH")))?;
+        if path.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "--input '{item}': no path after '='"
+            )));
+        }
         if !channels.iter().any(|c| c == name) {
             return Err(ConfigError::Invalid(format!(
                 "--input '{item}': unknown channel '{name}' (expected one of {})",

@@ -25,6 +25,25 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl ConfigError {
+    /// The same error with control characters in its text escaped.
+    fn one_line(self) -> ConfigError {
+        use crate::error::escape_controls as esc;
+        match self {
+            ConfigError::Yaml { path, reason } => ConfigError::Yaml {
+                path,
+                reason: esc(&reason),
+            },
+            ConfigError::Schema { path, problem } => ConfigError::Schema {
+                path,
+                problem: esc(&problem),
+            },
+            ConfigError::Invalid(s) => ConfigError::Invalid(esc(&s)),
+            other => other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
@@ -462,8 +481,13 @@ impl Pipeline {
         })
     }
 
-    /// Parses a config from YAML text; relative model paths are joined to `base`.
+    /// Parses a config from YAML text; relative model paths are joined to `base`. Errors are one
+    /// line (control characters in quoted keys or values are escaped).
     pub fn from_yaml(text: &str, base: &Path) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse_yaml(text, base).map_err(ConfigError::one_line)
+    }
+
+    fn parse_yaml(text: &str, base: &Path) -> Result<Pipeline, ConfigError> {
         let value = crate::yaml::parse(text).map_err(|reason| ConfigError::Yaml {
             path: PathBuf::new(),
             reason,
@@ -502,7 +526,11 @@ impl Pipeline {
     }
 
     /// Applies command-line values, then re-checks the result against the schema.
-    pub fn apply(mut self, o: Overrides) -> Result<Pipeline, ConfigError> {
+    pub fn apply(self, o: Overrides) -> Result<Pipeline, ConfigError> {
+        self.apply_overrides(o).map_err(ConfigError::one_line)
+    }
+
+    fn apply_overrides(mut self, o: Overrides) -> Result<Pipeline, ConfigError> {
         if !o.models.is_empty() {
             self.models = o.models;
         }
@@ -623,6 +651,11 @@ pub fn parse_model_arg(arg: &str) -> Result<ModelSpec, ConfigError> {
         Some((p, size)) if looks_like_patch(size) => (p, Some(parse_patch(size)?)),
         _ => (arg, None),
     };
+    if path.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "--model '{arg}': no model path"
+        )));
+    }
     Ok(ModelSpec {
         path: PathBuf::from(path),
         name: None,
@@ -693,6 +726,25 @@ mod tests {
         assert_eq!(m.patch_size, Some([16, 64, 64]));
         assert_eq!(parse_model_arg("c:/x.onnx").unwrap().patch_size, None);
         assert!(parse_model_arg("m.onnx:16x0x4").is_err());
+    }
+
+    /// Found by the pipeline_config fuzz target: a key with a line break (a multi-line plain
+    /// scalar in a flow mapping) was quoted verbatim, breaking the one-line error contract.
+    #[test]
+    fn fuzz_regression_keys_with_line_breaks_stay_on_one_line() {
+        let input = include_str!("../fuzz/regressions/pipeline_config/multi-line-key");
+        let e = Pipeline::from_yaml(input, Path::new("/cfg"))
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("batch_sie\\n"), "{e}");
+        let e = Pipeline::from_yaml(
+            "models: [{path: m.onnx}]\ndicom: {series: {t1n: {series_description: \"(a\\nb\"}}}",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]
