@@ -10,9 +10,10 @@ BIN := target/release/stochseg
 ORT_VERSION := 1.31.1
 DEMO_CASE := demo/BraTS-DEMO-00000-000
 DEMO_OUT ?= out/demo
-# newest libonnxruntime.so.* of the venv's onnxruntime wheel (evaluated when a recipe runs)
-ORT_LIB = $(lastword $(sort $(wildcard $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
-export ORT_DYLIB_PATH = $(abspath $(ORT_LIB))
+# newest libonnxruntime.so.* of a venv's onnxruntime wheel, looked up by the shell each time a
+# recipe runs: make's $(wildcard) caches folders and would miss a venv made earlier in the run
+ort_lib = $(shell ls -1 $(CURDIR)/$(1)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | sort -V | tail -n1)
+export ORT_DYLIB_PATH = $(call ort_lib,$(VENV))
 
 .PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
 
@@ -27,7 +28,6 @@ $(VENV)/.installed: tests/python/requirements.txt
 # GPU: the onnxruntime-gpu wheel with its CUDA 13 / cuDNN 9 wheels (and TensorRT 10 with
 # TENSORRT=1) in .venv-gpu; the binary preloads them from there by absolute path.
 GPU_VENV := .venv-gpu
-GPU_ORT_LIB = $(lastword $(sort $(wildcard $(GPU_VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.*)))
 
 setup-gpu: $(GPU_VENV)/.installed
 
@@ -40,7 +40,7 @@ $(GPU_VENV)/.installed:
 
 # on a machine with an NVIDIA GPU: CPU vs CUDA (vs TensorRT) on the demo, agreement and timings
 gpu-check: setup-gpu build
-	ORT_DYLIB_PATH=$(abspath $(GPU_ORT_LIB)) PYTHON=$(GPU_VENV)/bin/python tests/gpu/device_check.sh $(BIN)
+	ORT_DYLIB_PATH=$(call ort_lib,$(GPU_VENV)) PYTHON=$(GPU_VENV)/bin/python tests/gpu/device_check.sh $(BIN)
 
 build:
 	cargo build --release --locked

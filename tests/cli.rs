@@ -1,7 +1,8 @@
 //! Integration tests of the binary's contract with workflow engines: exit codes, one-line
 //! errors, the schemas it prints, and the execution-provider policy on a machine without a GPU.
-//! Runs the real binary in temporary folders. Tests that run models need ONNX Runtime: the
-//! Makefile exports ORT_DYLIB_PATH (`make test`).
+//! Runs the real binary in temporary folders. Tests that run models need ONNX Runtime: `make
+//! setup` installs it into the checkout's `.venv`, where the binary finds it (and `make test`
+//! also exports ORT_DYLIB_PATH).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

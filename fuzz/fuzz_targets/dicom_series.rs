@@ -33,10 +33,7 @@ fn folder() -> &'static PathBuf {
 fn split(data: &[u8]) -> Vec<&[u8]> {
     let mut files = Vec::new();
     let mut rest = data;
-    while let Some(at) = rest
-        .windows(SEPARATOR.len())
-        .position(|w| w == SEPARATOR)
-    {
+    while let Some(at) = rest.windows(SEPARATOR.len()).position(|w| w == SEPARATOR) {
         files.push(&rest[..at]);
         rest = &rest[at + SEPARATOR.len()..];
     }

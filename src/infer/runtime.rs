@@ -1,6 +1,7 @@
 //! Finding and loading the ONNX Runtime shared library (`ort` with `load-dynamic`).
 //!
-//! Search order: `--ort-lib PATH`, `$ORT_DYLIB_PATH`, the binary's folder (and its `lib/`), then
+//! Search order: `--ort-lib PATH`, `$ORT_DYLIB_PATH`, the binary's folder (and its `lib/`), a
+//! `.venv` made by `make setup` in a checkout the binary was built in (`target/release/..`), then
 //! the Python `onnxruntime` package (`$VIRTUAL_ENV` first, then whatever `python3` imports),
 //! whose wheel ships `onnxruntime/capi/libonnxruntime.so.<version>`. Nothing is downloaded.
 //! ONNX Runtime allows one environment per process, so `init` runs once.
@@ -30,10 +31,10 @@ pub fn candidates(flag: Option<&Path>) -> Vec<(String, PathBuf)> {
         return vec![("ORT_DYLIB_PATH".to_string(), PathBuf::from(p))];
     }
     let mut out = Vec::new();
-    if let Some(dir) = std::env::current_exe()
+    let exe_dir = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    if let Some(dir) = &exe_dir {
         for d in [dir.clone(), dir.join("lib")] {
             out.push((
                 "next to the binary".to_string(),
@@ -41,7 +42,8 @@ pub fn candidates(flag: Option<&Path>) -> Vec<(String, PathBuf)> {
             ));
         }
     }
-    for (origin, capi) in python_package_dirs() {
+    let checkout = exe_dir.iter().flat_map(|d| checkout_venv_dirs(d));
+    for (origin, capi) in checkout.chain(python_package_dirs()) {
         out.push((
             origin,
             newest_library(&capi).unwrap_or(capi.join("libonnxruntime.so.*")),
@@ -50,18 +52,38 @@ pub fn candidates(flag: Option<&Path>) -> Vec<(String, PathBuf)> {
     out
 }
 
+/// `onnxruntime/capi` folders of a `.venv` in the checkout holding the binary (at most three
+/// folders up: `target/release/stochseg`, `target/<triple>/release/stochseg`); only those that
+/// exist.
+fn checkout_venv_dirs(exe_dir: &Path) -> Vec<(String, PathBuf)> {
+    exe_dir
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .flat_map(|root| site_package_dirs(&root.join(".venv")))
+        .filter(|capi| capi.is_dir())
+        .map(|capi| ("the checkout's .venv (make setup)".to_string(), capi))
+        .collect()
+}
+
+/// `<venv>/lib/<python>/site-packages/onnxruntime/capi` for each Python of a venv.
+fn site_package_dirs(venv: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(venv.join("lib"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path().join("site-packages/onnxruntime/capi"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `onnxruntime/capi` folders of the Python package, found without importing it.
 fn python_package_dirs() -> Vec<(String, PathBuf)> {
     let mut dirs = Vec::new();
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        let lib = Path::new(&venv).join("lib");
-        if let Ok(entries) = std::fs::read_dir(&lib) {
-            for e in entries.flatten() {
-                dirs.push((
-                    "$VIRTUAL_ENV".to_string(),
-                    e.path().join("site-packages/onnxruntime/capi"),
-                ));
-            }
+        for capi in site_package_dirs(Path::new(&venv)) {
+            dirs.push(("$VIRTUAL_ENV".to_string(), capi));
         }
     }
     let probe = "import importlib.util as u,os;s=u.find_spec('onnxruntime');print(os.path.dirname(s.origin) if s else '')";
@@ -184,5 +206,20 @@ mod tests {
     fn flag_comes_first() {
         let c = candidates(Some(Path::new("/opt/ort/libonnxruntime.so.1.31.1")));
         assert_eq!(c[0].0, "--ort-lib");
+    }
+
+    #[test]
+    fn a_checkout_venv_is_found_from_target_release() {
+        let root = tempfile::tempdir().unwrap();
+        let capi = root
+            .path()
+            .join(".venv/lib/python3.11/site-packages/onnxruntime/capi");
+        std::fs::create_dir_all(&capi).unwrap();
+        let exe_dir = root.path().join("target/release");
+        std::fs::create_dir_all(&exe_dir).unwrap();
+        let found = checkout_venv_dirs(&exe_dir);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].1, capi);
+        assert!(checkout_venv_dirs(&capi).is_empty());
     }
 }

@@ -11,8 +11,8 @@
 //!
 //! Transfer syntaxes: implicit VR little endian (sequence VRs from the standard dictionary),
 //! explicit VR big endian, deflated explicit VR little endian (inflated here; its data set may be
-//! at most [`DEFLATE_RATIO`] times the compressed size) and explicit VR little endian for every
-//! other (encapsulated) syntax.
+//! at most [`DEFLATE_RATIO`] times the file size, a bound on deflate bombs) and explicit VR little
+//! endian for every other (encapsulated) syntax.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -48,7 +48,14 @@ pub fn check(path: &Path, to_pixel_data: bool) -> Result<(), String> {
             let inflated = flate2::read::DeflateDecoder::new(meta.into_inner());
             let limit = size.saturating_mul(DEFLATE_RATIO);
             let mut w = Walker::new(inflated, limit, Encoding::ExplicitLe);
-            w.data_set(limit, 0, to_pixel_data).map(|_| ())
+            let walked = w.data_set(limit, 0, to_pixel_data);
+            // at the limit (an element header may straddle it): more data means a bomb
+            if w.position.saturating_add(64) >= limit && (walked.is_err() || w.skip(1).is_ok()) {
+                return Err(format!(
+                    "the deflated data set inflates to more than {DEFLATE_RATIO} times the file size"
+                ));
+            }
+            walked.map(|_| ())
         }
         other => {
             meta.encoding = match other {
@@ -465,6 +472,33 @@ mod tests {
         data.extend(1000u32.to_le_bytes());
         let e = check(file("1.2.840.10008.1.2", &data).path(), true).unwrap_err();
         assert!(e.contains("(0008,1150)"), "{e}");
+    }
+
+    #[test]
+    fn a_deflate_bomb_is_refused() {
+        use std::io::Write;
+        // 4 MiB of small elements compress to a few KiB
+        let one = element(0x0009, 0x1010, b"LO", b"ab", None);
+        let mut plain = Vec::new();
+        while plain.len() < 4 << 20 {
+            plain.extend(&one);
+        }
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&plain).unwrap();
+        let packed = z.finish().unwrap();
+        let f = file("1.2.840.10008.1.2.1.99", &packed);
+        let e = check(f.path(), true);
+        assert!(
+            e.as_ref()
+                .is_err_and(|e| e.contains("inflates to more than 256")),
+            "{e:?}"
+        );
+        // a normal deflated data set passes
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&element(0x0010, 0x0010, b"PN", b"Doe^Jane", None))
+            .unwrap();
+        let f = file("1.2.840.10008.1.2.1.99", &z.finish().unwrap());
+        assert_eq!(check(f.path(), true), Ok(()));
     }
 
     /// Inputs the `dicom_series` fuzz target found (fuzz/regressions/dicom_series/): files
