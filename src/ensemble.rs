@@ -7,7 +7,7 @@
 //! thread count, batch size or the order in which slices are filled. It is defined on the
 //! canonical, cropped grid the models see.
 
-use ndarray::{Array4, ArrayView3, ArrayView4, Axis};
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::aggregate::Aggregator;
 use crate::infer::{Model, ModelError};
 use crate::pipeline::NoiseRegion;
-use crate::window::{self, WindowOptions};
+use crate::window::{Tiling, WindowOptions};
 
 /// How to run the ensemble.
 #[derive(Debug, Clone, Copy)]
@@ -35,15 +35,25 @@ pub struct PassDone {
     pub pass: usize,
     pub done: usize,
     pub total: usize,
+    /// Drawing this pass's noise (done while the previous pass ran).
     pub noise_seconds: f64,
     /// Sliding window, model calls and stitching of this pass.
     pub inference_seconds: f64,
     /// Of which inside the model's calls (ONNX Runtime).
     pub model_seconds: f64,
+    /// Adding the previous pass to the aggregator (done while this pass ran).
+    pub aggregate_seconds: f64,
     pub patches: usize,
+    /// Windows whose output was reused from the model's first pass (see `Tiling`).
+    pub reused: usize,
 }
 
 /// Runs every pass of every model and feeds the aggregator.
+///
+/// While a pass runs through the model, a helper thread adds the previous pass to the
+/// aggregator and draws the noise of the next one into a second buffer. With noise inside the
+/// brain only, windows without a brain voxel see the same input in every pass: their outputs
+/// are computed in the first pass and reused.
 pub fn run(
     models: &mut [Box<dyn Model + '_>],
     input: ArrayView4<f32>,
@@ -52,34 +62,98 @@ pub fn run(
     aggregator: &mut Aggregator,
     on_pass: &mut dyn FnMut(PassDone),
 ) -> Result<(), ModelError> {
-    let total = models.len() * opts.passes;
-    let mut noisy = Array4::<f32>::zeros(input.raw_dim());
-    for (m, model) in models.iter_mut().enumerate() {
-        for p in 0..opts.passes {
-            let t0 = std::time::Instant::now();
-            let source = if opts.sigma > 0.0 {
-                add_noise(input, brain, opts, m, p, &mut noisy);
-                noisy.view()
-            } else {
-                input
-            };
-            let t1 = std::time::Instant::now();
-            let prediction = window::predict(model.as_mut(), source, &opts.window)?;
-            let t2 = std::time::Instant::now();
-            aggregator.add(m, prediction.logits.view());
-            on_pass(PassDone {
-                model: m,
-                pass: p,
-                done: m * opts.passes + p + 1,
-                total,
-                noise_seconds: (t1 - t0).as_secs_f64(),
-                inference_seconds: (t2 - t1).as_secs_f64(),
-                model_seconds: prediction.model_seconds,
-                patches: prediction.patches,
-            });
+    let shape = [input.shape()[1], input.shape()[2], input.shape()[3]];
+    let noisy = opts.sigma > 0.0;
+    let mut steps: Vec<(usize, usize)> = Vec::with_capacity(models.len() * opts.passes);
+    for m in 0..models.len() {
+        steps.extend((0..opts.passes).map(|p| (m, p)));
+    }
+    let buffer = || {
+        Array4::<f32>::zeros(if noisy {
+            input.raw_dim()
+        } else {
+            Default::default()
+        })
+    };
+    let (mut current, mut next) = (buffer(), buffer());
+    let mut noise_seconds = if noisy {
+        timed(|| add_noise(input, brain, opts, 0, 0, &mut current))
+    } else {
+        0.0
+    };
+    let mut previous: Option<(usize, Array3<f32>)> = None;
+    let mut tiling: Option<Tiling> = None;
+    for (done, &(m, p)) in steps.iter().enumerate() {
+        let model = models[m].as_mut();
+        if p == 0 {
+            tiling = Some(new_tiling(model, shape, brain, opts));
         }
+        let Some(tiling) = tiling.as_mut() else {
+            continue;
+        };
+        let source = if noisy { current.view() } else { input };
+        let upcoming = steps.get(done + 1).filter(|_| noisy);
+        let (prediction, inference_seconds, (aggregate_seconds, next_noise_seconds)) =
+            std::thread::scope(|scope| {
+                let helper = scope.spawn(|| {
+                    let aggregate = previous.take().map_or(0.0, |(pm, logits)| {
+                        timed(|| aggregator.add(pm, logits.view()))
+                    });
+                    let noise = upcoming.map_or(0.0, |&(nm, np)| {
+                        timed(|| add_noise(input, brain, opts, nm, np, &mut next))
+                    });
+                    (aggregate, noise)
+                });
+                let t = std::time::Instant::now();
+                let prediction = tiling.predict(model, source);
+                let seconds = t.elapsed().as_secs_f64();
+                let helped = helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (prediction, seconds, helped)
+            });
+        let prediction = prediction?;
+        on_pass(PassDone {
+            model: m,
+            pass: p,
+            done: done + 1,
+            total: steps.len(),
+            noise_seconds,
+            inference_seconds,
+            model_seconds: prediction.model_seconds,
+            aggregate_seconds,
+            patches: prediction.patches,
+            reused: prediction.reused,
+        });
+        previous = Some((m, prediction.logits));
+        noise_seconds = next_noise_seconds;
+        std::mem::swap(&mut current, &mut next);
+    }
+    if let Some((m, logits)) = previous {
+        aggregator.add(m, logits.view());
     }
     Ok(())
+}
+
+/// The windows of one model; with noise inside the brain only, those without a brain voxel
+/// are computed once.
+fn new_tiling(
+    model: &dyn Model,
+    shape: [usize; 3],
+    brain: ArrayView3<bool>,
+    opts: &EnsembleOptions,
+) -> Tiling {
+    let mut tiling = Tiling::new(model, shape, &opts.window);
+    if opts.passes > 1 && opts.sigma > 0.0 && opts.noise_region == NoiseRegion::Brain {
+        tiling.reuse_where_constant(brain);
+    }
+    tiling
+}
+
+fn timed(f: impl FnOnce()) -> f64 {
+    let t = std::time::Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
 }
 
 /// Mixes the stream coordinates into one seed (SplitMix64 finalizer per word).

@@ -95,6 +95,9 @@ pub struct EnsembleInfo {
     pub mode: String,
     /// Patches run through the models over all passes.
     pub patches_run: usize,
+    /// Patches whose output was reused from the model's first pass instead of run again
+    /// (windows without a brain voxel when `noise_region` is `brain`).
+    pub patches_reused: usize,
     pub passes_per_model: usize,
     pub total_passes: usize,
     pub sigma: f32,

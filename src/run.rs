@@ -254,7 +254,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             threads,
         },
         models: model_entries,
-        ensemble: ensemble_info(p, cost.patches),
+        ensemble: ensemble_info(p, &cost),
         preprocess: preprocess_info(&prepared, p, &case.channels),
         thresholds: report::Thresholds {
             logit: p.blobs.threshold,
@@ -399,22 +399,28 @@ fn run_ensemble(
 #[derive(Debug, Clone, Default)]
 struct EnsembleCost {
     noise_seconds: f64,
+    aggregate_seconds: f64,
     window_seconds: f64,
     onnxruntime_seconds: f64,
     patches: usize,
+    reused: usize,
 }
 
 impl EnsembleCost {
     fn add(&mut self, d: &PassDone) {
         self.noise_seconds += d.noise_seconds;
+        self.aggregate_seconds += d.aggregate_seconds;
         self.window_seconds += d.inference_seconds;
         self.onnxruntime_seconds += d.model_seconds;
         self.patches += d.patches;
+        self.reused += d.reused;
     }
 
-    /// Timings for the report: noise, ONNX Runtime, and the sliding window's own work.
+    /// Timings for the report: ONNX Runtime, the sliding window's own work, and the noise and
+    /// aggregation done beside them on a helper thread.
     fn record(&self, timings: &mut BTreeMap<String, f64>) {
         timings.insert("ensemble_noise".into(), self.noise_seconds);
+        timings.insert("ensemble_aggregate".into(), self.aggregate_seconds);
         timings.insert("ensemble_onnxruntime".into(), self.onnxruntime_seconds);
         timings.insert(
             "ensemble_window".into(),
@@ -732,9 +738,10 @@ fn model_entries(models: &[OrtModel], p: &Pipeline) -> Vec<report::ModelEntry> {
         .collect()
 }
 
-fn ensemble_info(p: &Pipeline, patches_run: usize) -> report::EnsembleInfo {
+fn ensemble_info(p: &Pipeline, cost: &EnsembleCost) -> report::EnsembleInfo {
     report::EnsembleInfo {
-        patches_run,
+        patches_run: cost.patches,
+        patches_reused: cost.reused,
         mode: snake(&p.ensemble.mode),
         passes_per_model: p.passes_per_model(),
         total_passes: p.passes_per_model() * p.models.len(),

@@ -14,7 +14,9 @@
 //!
 //! Arrays are `[c, z, y, x]` in, `[z, y, x]` out; a patch is `(D, H, W) = (z, y, x)`.
 
-use ndarray::{s, Array3, Array5, ArrayView3, ArrayView4, Axis, Zip};
+use std::sync::mpsc;
+
+use ndarray::{s, Array3, Array4, Array5, ArrayView3, ArrayView4, Axis, Zip};
 
 use crate::infer::{Model, ModelError};
 use crate::pipeline::Weighting;
@@ -110,54 +112,205 @@ pub struct Prediction {
     pub logits: Array3<f32>,
     /// Patches run through the model (padding slots of the last batch not counted).
     pub patches: usize,
+    /// Patches whose output was kept from an earlier pass instead of run again.
+    pub reused: usize,
     /// Seconds spent inside the model's `predict` calls.
     pub model_seconds: f64,
 }
 
-/// Runs `model` over `input` (`[c, z, y, x]`) window by window and stitches the outputs.
-pub fn predict(
-    model: &mut dyn Model,
-    input: ArrayView4<f32>,
-    opts: &WindowOptions,
-) -> Result<Prediction, ModelError> {
-    let patch = model.patch_size();
-    let shape = [input.shape()[1], input.shape()[2], input.shape()[3]];
-    let starts: Vec<Vec<isize>> = (0..3)
-        .map(|a| axis_starts(shape[a], patch[a], opts.overlap))
-        .collect();
-    let mut windows = Vec::with_capacity(starts.iter().map(Vec::len).product());
-    for &z in &starts[0] {
-        for &y in &starts[1] {
-            windows.extend(starts[2].iter().map(|&x| [z, y, x]));
-        }
-    }
-    let batch = batch_for(model, opts);
-    let mut stitcher = Stitcher::new(shape, importance_map(patch, opts.weighting));
-    let mut buffer = Array5::<f32>::zeros((batch, input.shape()[0], patch[0], patch[1], patch[2]));
-    let mut model_seconds = 0.0;
-    for group in windows.chunks(batch) {
-        if crate::cancel::requested() {
-            return Err(ModelError::Interrupted);
-        }
-        for (slot, w) in group.iter().enumerate() {
-            fill_patch(buffer.index_axis_mut(Axis(0), slot), input, *w);
-        }
-        for slot in group.len()..batch {
-            buffer.index_axis_mut(Axis(0), slot).fill(0.0);
-        }
-        let t = std::time::Instant::now();
-        let out = model.predict(buffer.view())?;
-        model_seconds += t.elapsed().as_secs_f64();
-        for (slot, w) in group.iter().enumerate() {
-            stitcher.add(*w, out.index_axis(Axis(0), slot));
-        }
-    }
-    Ok(Prediction {
-        logits: stitcher.finish(),
-        patches: windows.len(),
-        model_seconds,
-    })
+/// The windows of one model over one input shape, and the outputs kept for reuse.
+///
+/// `predict` is pipelined: a helper thread copies the windows of the next batch into a second
+/// buffer and another stitches the previous batch's outputs while the model computes, so the
+/// model (ONNX Runtime) is never kept waiting for the copies. Outputs are stitched in window
+/// order whatever the batching, so the result does not depend on the batch size or on reuse.
+pub struct Tiling {
+    shape: [usize; 3],
+    patch: [usize; 3],
+    windows: Vec<[isize; 3]>,
+    importance: Array3<f32>,
+    batch: usize,
+    /// Pad the last batch to `batch` patches (fixed shapes on GPUs) instead of sending fewer.
+    full_batches: bool,
+    /// `constant[i]`: window i sees the same input in every pass.
+    constant: Vec<bool>,
+    /// Outputs of constant windows, once computed.
+    kept: Vec<Option<Array3<f32>>>,
 }
+
+impl Tiling {
+    pub fn new(model: &dyn Model, shape: [usize; 3], opts: &WindowOptions) -> Tiling {
+        let patch = model.patch_size();
+        let starts: Vec<Vec<isize>> = (0..3)
+            .map(|a| axis_starts(shape[a], patch[a], opts.overlap))
+            .collect();
+        let mut windows = Vec::with_capacity(starts.iter().map(Vec::len).product());
+        for &z in &starts[0] {
+            for &y in &starts[1] {
+                windows.extend(starts[2].iter().map(|&x| [z, y, x]));
+            }
+        }
+        let n = windows.len();
+        Tiling {
+            shape,
+            patch,
+            windows,
+            importance: importance_map(patch, opts.weighting),
+            batch: batch_for(model, opts),
+            full_batches: model.fixed_batch().is_some() || model.prefers_full_batches(),
+            constant: vec![false; n],
+            kept: vec![None; n],
+        }
+    }
+
+    /// Marks the windows that hold no voxel where `varies` is true: their input is the same in
+    /// every pass, so their output is computed once and reused. Returns how many there are.
+    pub fn reuse_where_constant(&mut self, varies: ArrayView3<bool>) -> usize {
+        for (w, constant) in self.windows.iter().zip(&mut self.constant) {
+            let ([rz, ry, rx], _) = overlap_ranges(*w, self.patch, self.shape);
+            *constant = !varies.slice(s![rz, ry, rx]).iter().any(|&v| v);
+        }
+        self.constant.iter().filter(|&&c| c).count()
+    }
+
+    /// Windows per pass.
+    pub fn windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Runs `model` over `input` (`[c, z, y, x]`) window by window and stitches the outputs.
+    pub fn predict(
+        &mut self,
+        model: &mut dyn Model,
+        input: ArrayView4<f32>,
+    ) -> Result<Prediction, ModelError> {
+        let todo: Vec<usize> = (0..self.windows.len())
+            .filter(|&i| self.kept[i].is_none())
+            .collect();
+        let reused = self.windows.len() - todo.len();
+        let (stitched, model_seconds, new_kept) =
+            std::thread::scope(|scope| self.pipeline(scope, model, input, &todo))?;
+        for (i, out) in new_kept {
+            self.kept[i] = Some(out);
+        }
+        Ok(Prediction {
+            logits: stitched,
+            patches: todo.len(),
+            reused,
+            model_seconds,
+        })
+    }
+
+    /// The model calls on this thread; filling batches and stitching on two scoped threads.
+    fn pipeline<'s, 'e>(
+        &'s self,
+        scope: &'s std::thread::Scope<'s, 'e>,
+        model: &mut dyn Model,
+        input: ArrayView4<'s, f32>,
+        todo: &'s [usize],
+    ) -> Result<Stitched, ModelError> {
+        let groups: Vec<&[usize]> = todo.chunks(self.batch.max(1)).collect();
+        let (free_tx, free_rx) = mpsc::channel::<Array5<f32>>();
+        let (full_tx, full_rx) = mpsc::sync_channel::<Array5<f32>>(1);
+        let (out_tx, out_rx) = mpsc::channel::<Array4<f32>>();
+        let [d, h, w] = self.patch;
+        for _ in 0..2 {
+            let _ = free_tx.send(Array5::zeros((self.batch, input.shape()[0], d, h, w)));
+        }
+        let filler_groups = groups.clone();
+        scope.spawn(move || self.fill(input, &filler_groups, free_rx, full_tx));
+        let stitcher = scope.spawn(move || self.stitch(out_rx));
+        let mut model_seconds = 0.0;
+        for group in &groups {
+            if crate::cancel::requested() {
+                return Err(ModelError::Interrupted);
+            }
+            let Ok(buffer) = full_rx.recv() else {
+                break;
+            };
+            let n = if self.full_batches {
+                self.batch
+            } else {
+                group.len()
+            };
+            let t = std::time::Instant::now();
+            let out = model.predict(buffer.slice(s![..n, .., .., .., ..]))?;
+            model_seconds += t.elapsed().as_secs_f64();
+            let _ = free_tx.send(buffer);
+            if out_tx
+                .send(out.slice_move(s![..group.len(), .., .., ..]))
+                .is_err()
+            {
+                break;
+            }
+        }
+        drop(out_tx);
+        match stitcher.join() {
+            Ok(Some((stitched, kept))) => Ok((stitched, model_seconds, kept)),
+            Ok(None) => Err(ModelError::Interrupted),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Copies each group's windows into a free buffer and hands it on.
+    fn fill(
+        &self,
+        input: ArrayView4<f32>,
+        groups: &[&[usize]],
+        free: mpsc::Receiver<Array5<f32>>,
+        full: mpsc::SyncSender<Array5<f32>>,
+    ) {
+        for group in groups {
+            let Ok(mut buffer) = free.recv() else {
+                return;
+            };
+            for (slot, &i) in group.iter().enumerate() {
+                fill_patch(buffer.index_axis_mut(Axis(0), slot), input, self.windows[i]);
+            }
+            if self.full_batches {
+                for slot in group.len()..self.batch {
+                    buffer.index_axis_mut(Axis(0), slot).fill(0.0);
+                }
+            }
+            if full.send(buffer).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Stitches every window in order: kept outputs, and model outputs as they arrive (batches
+    /// in window order). Returns the map and the new outputs to keep; `None` when the model
+    /// side stopped early.
+    fn stitch(&self, outputs: mpsc::Receiver<Array4<f32>>) -> Option<(Array3<f32>, Kept)> {
+        let mut stitcher = Stitcher::new(self.shape, self.importance.clone());
+        let mut new_kept = Vec::new();
+        let mut batch: Option<Array4<f32>> = None;
+        let mut slot = 0;
+        for (i, &start) in self.windows.iter().enumerate() {
+            if let Some(out) = &self.kept[i] {
+                stitcher.add(start, out.view());
+                continue;
+            }
+            if batch.as_ref().is_none_or(|b| slot >= b.shape()[0]) {
+                batch = Some(outputs.recv().ok()?);
+                slot = 0;
+            }
+            let patch = batch.as_ref()?.index_axis(Axis(0), slot);
+            stitcher.add(start, patch);
+            if self.constant[i] {
+                new_kept.push((i, patch.to_owned()));
+            }
+            slot += 1;
+        }
+        Some((stitcher.finish(), new_kept))
+    }
+}
+
+/// New outputs of constant windows, by window index.
+type Kept = Vec<(usize, Array3<f32>)>;
+
+/// A stitched map, the seconds inside the model, and outputs to keep.
+type Stitched = (Array3<f32>, f64, Kept);
 
 /// Copies the window at `start` into `patch` (`[c, D, H, W]`), zeros where it leaves the input.
 fn fill_patch(mut patch: ndarray::ArrayViewMut4<f32>, input: ArrayView4<f32>, start: [isize; 3]) {
@@ -232,6 +385,24 @@ mod tests {
     use crate::infer::testing::Pointwise;
     use ndarray::Array4;
 
+    fn predict(
+        model: &mut Pointwise,
+        input: ArrayView4<f32>,
+        opts: &WindowOptions,
+    ) -> Result<Prediction, ModelError> {
+        let shape = [input.shape()[1], input.shape()[2], input.shape()[3]];
+        Tiling::new(model, shape, opts).predict(model, input)
+    }
+
+    fn opts(batch_size: usize) -> WindowOptions {
+        WindowOptions {
+            overlap: 0.5,
+            weighting: Weighting::Gaussian,
+            batch_size,
+            max_batch_voxels: 1 << 20,
+        }
+    }
+
     #[test]
     fn starts_cover_the_axis_evenly() {
         assert_eq!(window_starts(32, 32, 0.5), vec![0]);
@@ -304,10 +475,8 @@ mod tests {
         assert_eq!(capped_batch([16, 256, 256], 4, 1 << 18), 1);
         let mut model = Pointwise::new([16, 256, 256], None);
         let opts = WindowOptions {
-            overlap: 0.5,
-            weighting: Weighting::Gaussian,
-            batch_size: 4,
             max_batch_voxels: 1 << 18,
+            ..opts(4)
         };
         predict(
             &mut model,
@@ -322,13 +491,58 @@ mod tests {
     fn fixed_batch_models_get_full_batches() {
         let input = Array4::<f32>::zeros((1, 20, 20, 20));
         let mut model = Pointwise::new([8, 8, 8], Some(1));
-        let opts = WindowOptions {
-            overlap: 0.5,
-            weighting: Weighting::Gaussian,
-            batch_size: 8,
-            max_batch_voxels: 1 << 20,
-        };
-        predict(&mut model, input.view(), &opts).unwrap();
+        predict(&mut model, input.view(), &opts(8)).unwrap();
         assert!(model.batch_sizes_seen.iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn the_last_batch_is_short_unless_full_batches_are_wanted() {
+        // 20 / (8 * 0.5) -> 4 starts per axis: 64 windows, batches of 6: 10 full, one of 4
+        let input = Array4::<f32>::zeros((1, 20, 20, 20));
+        let mut dynamic = Pointwise::new([8, 8, 8], None);
+        predict(&mut dynamic, input.view(), &opts(6)).unwrap();
+        assert_eq!(dynamic.batch_sizes_seen.len(), 11);
+        assert_eq!(dynamic.batch_sizes_seen.last(), Some(&4));
+        let mut gpu = Pointwise::new([8, 8, 8], None);
+        gpu.full_batches = true;
+        let p = predict(&mut gpu, input.view(), &opts(6)).unwrap();
+        assert!(gpu.batch_sizes_seen.iter().all(|&b| b == 6));
+        assert_eq!(p.patches, 64);
+    }
+
+    /// Windows without a varying voxel are run once; the stitched map is the same bytes as
+    /// running every window again.
+    #[test]
+    fn constant_windows_are_reused_without_changing_the_result() {
+        let shape = [12, 40, 40];
+        let base = Array4::from_shape_fn((2, 12, 40, 40), |(c, z, y, x)| {
+            (c + z * 3 + y * 5 + x * 7) as f32 * 0.01
+        });
+        let varies = Array3::from_shape_fn(shape, |(_, y, x)| y < 10 && x < 10);
+        let noisy = |k: f32| {
+            let mut a = base.clone();
+            Zip::indexed(a.index_axis_mut(Axis(0), 0)).for_each(|(z, y, x), v| {
+                if varies[[z, y, x]] {
+                    *v += k * ((z + y + x) % 5) as f32;
+                }
+            });
+            a
+        };
+        let mut model = Pointwise::new([4, 8, 8], None);
+        let mut tiling = Tiling::new(&model, shape, &opts(3));
+        let constant = tiling.reuse_where_constant(varies.view());
+        assert!(constant > 0 && constant < tiling.windows());
+        let first = tiling.predict(&mut model, noisy(1.0).view()).unwrap();
+        assert_eq!((first.patches, first.reused), (tiling.windows(), 0));
+        let second = tiling.predict(&mut model, noisy(2.0).view()).unwrap();
+        assert_eq!(second.reused, constant);
+        assert_eq!(second.patches, tiling.windows() - constant);
+        let fresh = predict(
+            &mut Pointwise::new([4, 8, 8], None),
+            noisy(2.0).view(),
+            &opts(3),
+        );
+        assert_eq!(second.logits, fresh.unwrap().logits);
+        assert_ne!(first.logits, second.logits);
     }
 }

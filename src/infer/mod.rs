@@ -42,6 +42,12 @@ pub trait Model {
     fn patch_size(&self) -> [usize; 3];
     /// Batch size the model requires, when its batch dimension is fixed.
     fn fixed_batch(&self) -> Option<usize>;
+    /// Whether every call should get a full batch (the last one padded): on GPUs, where one
+    /// shape per session avoids new algorithm searches or engine builds. Otherwise the last
+    /// batch holds only the patches left.
+    fn prefers_full_batches(&self) -> bool {
+        false
+    }
     /// Runs one batch.
     fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError>;
 }
@@ -56,6 +62,9 @@ impl<M: Model + ?Sized> Model for &mut M {
     }
     fn fixed_batch(&self) -> Option<usize> {
         (**self).fixed_batch()
+    }
+    fn prefers_full_batches(&self) -> bool {
+        (**self).prefers_full_batches()
     }
     fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
         (**self).predict(batch)
@@ -72,6 +81,7 @@ pub mod testing {
     pub struct Pointwise {
         patch: [usize; 3],
         batch: Option<usize>,
+        pub full_batches: bool,
         pub batch_sizes_seen: Vec<usize>,
     }
 
@@ -80,6 +90,7 @@ pub mod testing {
             Pointwise {
                 patch,
                 batch,
+                full_batches: false,
                 batch_sizes_seen: Vec::new(),
             }
         }
@@ -94,6 +105,9 @@ pub mod testing {
         }
         fn fixed_batch(&self) -> Option<usize> {
             self.batch
+        }
+        fn prefers_full_batches(&self) -> bool {
+            self.full_batches
         }
         fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
             self.batch_sizes_seen.push(batch.shape()[0]);

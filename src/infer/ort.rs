@@ -91,15 +91,13 @@ fn build_session(
     providers: Vec<ort::ep::ExecutionProviderDispatch>,
     intra_threads: usize,
 ) -> ort::Result<Session> {
+    // ONNX Runtime's CPU memory arena stays on: without it the (16, 256, 256) model runs about
+    // 40% slower (its activations are allocated and faulted in on every call), for 15-20% less
+    // peak RSS (measured on the demo models with onnxruntime's Python API and the binary).
     let mut builder = Session::builder(env)?
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
         .with_intra_threads(intra_threads)?
         .with_intra_op_spinning(false)?;
-    if std::env::var_os("STOCHSEG_EXPERIMENT_NO_ARENA").is_some() {
-        builder = builder
-            .with_memory_pattern(false)?
-            .with_execution_providers([ort::ep::CPU::default().build()])?;
-    }
     if !providers.is_empty() {
         builder = builder.with_execution_providers(providers)?;
     }
@@ -422,6 +420,10 @@ impl Model for OrtModel {
 
     fn fixed_batch(&self) -> Option<usize> {
         self.batch
+    }
+
+    fn prefers_full_batches(&self) -> bool {
+        self.device() != Device::Cpu
     }
 
     fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
