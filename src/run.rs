@@ -633,6 +633,7 @@ fn write_dicom(
     let d = &p.dicom_output;
     let options = SegOptions {
         per_blob_segments: d.per_blob_segments,
+        decision_segments: p.blobs.decisions.filter(|_| d.decision_segments),
         probability_seg: d.probability_seg,
         omit_empty_frames: d.omit_empty_frames,
         write_source_dicom: d.write_source_dicom,
