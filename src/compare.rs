@@ -203,6 +203,38 @@ fn model_statistics(
     Ok(out)
 }
 
+/// Per model, the mean of its passes' logits over the brain (for the stochastic ensemble, the
+/// model's own ten-pass ensemble), binned on `edges`; one running sum per model and brain voxel
+/// (f64), filled in one read of the per-pass f16 copies.
+pub fn model_mean_statistics(
+    agg: &Aggregate,
+    brain: &Array3<bool>,
+    model_names: &[String],
+    edges: &[f64],
+) -> std::io::Result<BTreeMap<String, DistributionInfo>> {
+    let inside = brain.iter().filter(|&&b| b).count();
+    let mut sums = vec![vec![0.0f64; inside]; model_names.len()];
+    let mut passes = vec![0usize; model_names.len()];
+    agg.passes.for_each(|_, m, logits| {
+        if let (Some(sum), Some(n)) = (sums.get_mut(m), passes.get_mut(m)) {
+            *n += 1;
+            let values = logits.iter().zip(brain.iter()).filter(|(_, &b)| b);
+            for (s, (v, _)) in sum.iter_mut().zip(values) {
+                *s += f64::from(v.to_f32());
+            }
+        }
+    })?;
+    Ok(model_names
+        .iter()
+        .zip(sums.iter().zip(&passes))
+        .filter(|(_, (_, &n))| n > 0)
+        .map(|(name, (sum, &n))| {
+            let means: Vec<f32> = sum.iter().map(|&s| (s / n as f64) as f32).collect();
+            (name.clone(), describe(&means, edges))
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +244,30 @@ mod tests {
         let labels = Array3::from_shape_vec((1, 1, 5), vec![0, 1, 1, 2, 0]).unwrap();
         let logit = Array3::from_shape_vec((1, 1, 5), vec![9.0, 1.0, 2.0, -3.0, 9.0]).unwrap();
         assert_eq!(blob_means(&labels, 2, &logit), vec![0.0, 1.5, -3.0]);
+    }
+
+    #[test]
+    fn model_means_average_each_models_passes_over_the_brain() {
+        use crate::aggregate::{Aggregator, PassStore};
+        use crate::pipeline::Aggregation;
+        let mut agg = Aggregator::new(
+            [1, 1, 3],
+            Aggregation::MeanLogit,
+            PassStore::in_memory([1, 1, 3]),
+        );
+        let pass = |v: [f32; 3]| Array3::from_shape_vec((1, 1, 3), v.to_vec()).unwrap();
+        agg.add(0, pass([1.0, -3.0, 9.0]).view());
+        agg.add(1, pass([2.0, 2.0, 9.0]).view());
+        agg.add(0, pass([3.0, -1.0, 9.0]).view());
+        let agg = agg.finish().unwrap();
+        let brain = Array3::from_shape_vec((1, 1, 3), vec![true, true, false]).unwrap();
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let got = model_mean_statistics(&agg, &brain, &names, &[-4.0, 0.0, 4.0]).unwrap();
+        // model a: means 2 and -2; model b: 2 and 2; model c ran no pass
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(got["a"].histogram.counts, vec![1, 1]);
+        assert_eq!(got["a"].moments.mean, 0.0);
+        assert_eq!(got["b"].histogram.counts, vec![0, 2]);
     }
 
     #[test]

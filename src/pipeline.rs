@@ -325,6 +325,9 @@ pub struct DicomOutput {
     pub per_blob_segments: bool,
     /// Which blobs `seg.dcm` carries.
     pub seg_blobs: SegBlobs,
+    /// Segments 2-4 of `seg.dcm`: the blobs whose decision is accept, review, reject (needs
+    /// `blobs.decisions` and `seg_blobs: all`).
+    pub decision_segments: bool,
     /// Also write `prob-seg.dcm`, a FRACTIONAL (probability) SEG of the probability map.
     pub probability_seg: bool,
     /// Leave out frames with no segmented voxel (a segment keeps one frame if all are empty).
@@ -342,6 +345,7 @@ impl Default for DicomOutput {
         DicomOutput {
             per_blob_segments: false,
             seg_blobs: SegBlobs::All,
+            decision_segments: false,
             probability_seg: false,
             omit_empty_frames: true,
             write_source_dicom: false,
@@ -582,6 +586,18 @@ impl Pipeline {
             return Err(ConfigError::Invalid(
                 "/dicom_output/seg_blobs: 'accepted' needs /blobs/decisions".into(),
             ));
+        }
+        if self.dicom_output.decision_segments {
+            if self.blobs.decisions.is_none() {
+                return Err(ConfigError::Invalid(
+                    "/dicom_output/decision_segments: needs /blobs/decisions".into(),
+                ));
+            }
+            if self.dicom_output.seg_blobs != SegBlobs::All {
+                return Err(ConfigError::Invalid(
+                    "/dicom_output/decision_segments: needs /dicom_output/seg_blobs 'all' (an accepted-only SEG has no review or reject blobs)".into(),
+                ));
+            }
         }
         if let Some(d) = self.blobs.decisions {
             if d.reject > d.accept {

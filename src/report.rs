@@ -24,6 +24,9 @@ pub struct Report {
     pub preprocess: PreprocessInfo,
     pub thresholds: Thresholds,
     pub statistics: Statistics,
+    /// Per model, the mean of its passes over the brain (with figures or the comparison).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_statistics: Option<BTreeMap<String, DistributionInfo>>,
     pub blobs: Vec<BlobEntry>,
     /// The deterministic ensemble beside the stochastic one (`--compare-deterministic`).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -201,15 +201,28 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         None
     };
 
+    let model_statistics = (p.outputs.figures || comparison.is_some())
+        .then(|| {
+            let (brain, edges) = (&prepared.brain, &edges);
+            crate::compare::model_mean_statistics(&aggregate, brain, &names, edges)
+        })
+        .transpose()
+        .map_err(|e| spill_error(&spill, e))?;
     let figures = if p.outputs.figures {
-        let hist = comparison
-            .as_ref()
-            .map(|c| &c.deterministic.statistics.brain.histogram);
-        let inputs = (&statistics.brain.histogram, hist, &labels);
+        let inputs = crate::figures::FigureInputs {
+            statistics: &statistics,
+            model_statistics: model_statistics.as_ref(),
+            comparison: comparison.as_ref(),
+            threshold: f64::from(p.blobs.threshold),
+            channels: &p.channels,
+            image: &prepared.image,
+            labels: &labels,
+            spread: &aggregate.std_logit,
+            found: &found,
+            names: &names,
+        };
         clock
-            .stage("write_figures", || {
-                write_figures(&staging, &prepared, p, inputs, found.len())
-            })
+            .stage("write_figures", || write_figures(&staging, &inputs))
             .map_err(|e| staging.relabel(e))?
     } else {
         Vec::new()
@@ -263,6 +276,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             decisions: p.blobs.decisions,
         },
         statistics,
+        model_statistics,
         comparison,
         blobs: found
             .iter()
@@ -575,47 +589,16 @@ fn on_input_grid<T: Clone>(
     ))
 }
 
-/// Blobs that get an overlay figure (the largest first).
-const FIGURE_BLOBS: usize = 3;
-
-/// `figures/`: the logit histogram(s) and an overlay slice through each of the largest blobs.
+/// `figures/` (see `figures`).
 fn write_figures(
     staging: &Staging,
-    prepared: &Prepared,
-    p: &Pipeline,
-    (stochastic, deterministic, labels): (
-        &stats::Histogram,
-        Option<&stats::Histogram>,
-        &Array3<u32>,
-    ),
-    blob_count: usize,
+    inputs: &crate::figures::FigureInputs,
 ) -> Result<Vec<String>, OutputError> {
     let dir = staging.file("figures");
-    let io = |name: &str, e: std::io::Error| OutputError::Io {
+    crate::figures::write_all(&dir, inputs).map_err(|(name, e)| OutputError::Io {
         path: dir.join(name),
         reason: e.to_string(),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| io("", e))?;
-    let mut written = Vec::new();
-    let name = "logit-histogram.png";
-    let threshold = f64::from(p.blobs.threshold);
-    crate::figures::histogram_png(&dir.join(name), stochastic, deterministic, threshold)
-        .map_err(|e| io(name, e))?;
-    written.push(format!("figures/{name}"));
-    let channel = p.channels.iter().position(|c| c == "t1c").unwrap_or(0);
-    let image = prepared.image.index_axis(ndarray::Axis(0), channel);
-    for id in 1..=blob_count.min(FIGURE_BLOBS) as u32 {
-        let Some(z) = crate::figures::widest_slice(labels.view(), id) else {
-            continue;
-        };
-        let name = format!("blob-{id}.png");
-        let slice = image.index_axis(ndarray::Axis(0), z);
-        let plane = labels.index_axis(ndarray::Axis(0), z);
-        crate::figures::overlay_png(&dir.join(&name), slice, plane, id)
-            .map_err(|e| io(&name, e))?;
-        written.push(format!("figures/{name}"));
-    }
-    Ok(written)
+    })
 }
 
 /// The labels and blobs `seg.dcm` carries: all, or only the accepted ones
@@ -656,6 +639,7 @@ fn write_dicom(
     let d = &p.dicom_output;
     let options = SegOptions {
         per_blob_segments: d.per_blob_segments,
+        decision_segments: p.blobs.decisions.filter(|_| d.decision_segments),
         probability_seg: d.probability_seg,
         omit_empty_frames: d.omit_empty_frames,
         write_source_dicom: d.write_source_dicom,

@@ -38,6 +38,7 @@ use serde::Serialize;
 use crate::blobs::Blob;
 use crate::io::case::{Case, DicomSource, Source};
 use crate::output::OutputError;
+use crate::pipeline::{Decision, Decisions};
 
 use mr::SourceDicomInfo;
 use plane::Planes;
@@ -82,6 +83,9 @@ impl From<SegError> for OutputError {
 #[derive(Debug, Clone, Default)]
 pub struct SegOptions {
     pub per_blob_segments: bool,
+    /// One segment per decision (accept, review, reject) after the tumor segment, by these
+    /// thresholds (`dicom_output.decision_segments`).
+    pub decision_segments: Option<Decisions>,
     pub probability_seg: bool,
     pub omit_empty_frames: bool,
     pub write_source_dicom: bool,
@@ -323,8 +327,14 @@ fn referenced_sources(
     Ok(out)
 }
 
-/// Segment 1 is the whole tumor; with per-blob segments, blob n (1-based, report order) is n + 1.
-fn binary_segments(blobs: &[Blob], per_blob: bool, path: &Path) -> Result<Vec<Segment>, SegError> {
+/// Segment 1 is the whole tumor; then, with decision segments, accept, review and reject (all
+/// three, so their numbers do not depend on the case; one without blobs is empty); then, with
+/// per-blob segments, one per blob in report order.
+fn binary_segments(
+    blobs: &[Blob],
+    opts: &SegOptions,
+    path: &Path,
+) -> Result<Vec<Segment>, SegError> {
     let mut segments = vec![Segment {
         number: 1,
         kind: SegmentKind::Tumor,
@@ -333,19 +343,24 @@ fn binary_segments(blobs: &[Blob], per_blob: bool, path: &Path) -> Result<Vec<Se
         rgb: TUMOR_COLOUR,
         tracking: None,
     }];
-    if per_blob {
-        if blobs.len() >= usize::from(u16::MAX) {
+    if let Some(d) = opts.decision_segments {
+        segments.extend(decision_segments(blobs, d));
+    }
+    if opts.per_blob_segments {
+        let first = segments.len() + 1;
+        if first + blobs.len() > usize::from(u16::MAX) + 1 {
             return Err(SegError::new(
                 path,
                 format!(
-                    "{} blobs do not fit in one SEG (at most 65534 per-blob segments)",
-                    blobs.len()
+                    "{} blobs do not fit in one SEG (at most {} per-blob segments)",
+                    blobs.len(),
+                    usize::from(u16::MAX) + 1 - first
                 ),
             ));
         }
         for (n, b) in blobs.iter().enumerate() {
             segments.push(Segment {
-                number: n as u16 + 2,
+                number: (first + n) as u16,
                 kind: SegmentKind::Blob(b.id),
                 label: format!("Blob {} (confidence {:.2})", b.id, b.mean_logit),
                 description: format!(
@@ -360,6 +375,47 @@ fn binary_segments(blobs: &[Blob], per_blob: bool, path: &Path) -> Result<Vec<Se
     Ok(segments)
 }
 
+/// Segments 2, 3, 4: the blobs whose decision is accept, review, reject.
+fn decision_segments(blobs: &[Blob], d: Decisions) -> Vec<Segment> {
+    let (a, r) = (d.accept, d.reject);
+    [
+        (Decision::Accept, format!("mean logit >= {a}"), [255, 90, 0]),
+        (Decision::Review, format!("{r} <= mean logit < {a}"), [255, 215, 0]),
+        (Decision::Reject, format!("mean logit < {r}"), [110, 140, 255]),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(n, (decision, rule, rgb))| {
+        let mut ids: Vec<u32> = blobs
+            .iter()
+            .filter(|b| d.decide(b.mean_logit) == decision)
+            .map(|b| b.id)
+            .collect();
+        ids.sort_unstable();
+        let name = decision_name(decision);
+        Segment {
+            number: n as u16 + 2,
+            label: format!("Tumor: {name}"),
+            description: format!(
+                "blobs whose decision is {name}: {rule} (blobs.decisions accept {a}, reject {r}); {} blob(s)",
+                ids.len()
+            ),
+            kind: SegmentKind::Blobs(ids),
+            rgb,
+            tracking: None,
+        }
+    })
+    .collect()
+}
+
+fn decision_name(d: Decision) -> &'static str {
+    match d {
+        Decision::Accept => "accept",
+        Decision::Review => "review",
+        Decision::Reject => "reject",
+    }
+}
+
 fn write_binary(
     dir: &Path,
     inputs: &SegInputs,
@@ -367,7 +423,7 @@ fn write_binary(
     common: Common,
 ) -> Result<SegFile, SegError> {
     let path = dir.join(SEG_FILE);
-    let segments = binary_segments(inputs.blobs, opts.per_blob_segments, &path)?;
+    let segments = binary_segments(inputs.blobs, opts, &path)?;
     let spec = SegSpec {
         content_label: "TUMOR_SEG",
         content_description: "Tumor segmentation of a stochastic ONNX U-Net ensemble",
@@ -439,7 +495,7 @@ fn seg_file(name: &str, kind: &str, built: &segmentation::Built, segments: &[Seg
                 label: s.label.clone(),
                 blob_id: match s.kind {
                     SegmentKind::Blob(id) => Some(id),
-                    SegmentKind::Tumor => None,
+                    SegmentKind::Tumor | SegmentKind::Blobs(_) => None,
                 },
                 voxels,
             })
@@ -507,6 +563,44 @@ mod tests {
             .and_then(|e| e.to_str().ok())
             .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn decision_segments_follow_the_tumor_and_precede_the_blobs() {
+        let with_logit = |id: u32, mean_logit: f64| Blob {
+            mean_logit,
+            ..blob(id, 10)
+        };
+        let blobs = [with_logit(1, 3.0), with_logit(2, 0.5), with_logit(3, 2.5)];
+        let opts = SegOptions {
+            per_blob_segments: true,
+            decision_segments: Some(Decisions {
+                accept: 2.5,
+                reject: 1.0,
+            }),
+            ..SegOptions::default()
+        };
+        let s = binary_segments(&blobs, &opts, Path::new("seg.dcm")).unwrap();
+        let kinds: Vec<_> = s.iter().map(|s| (s.number, s.kind.clone())).collect();
+        assert_eq!(
+            kinds[..4],
+            [
+                (1, SegmentKind::Tumor),
+                (2, SegmentKind::Blobs(vec![1, 3])),
+                (3, SegmentKind::Blobs(vec![])),
+                (4, SegmentKind::Blobs(vec![2])),
+            ]
+        );
+        assert_eq!(s[2].label, "Tumor: review");
+        assert!(s[2].description.contains("1 <= mean logit < 2.5"));
+        assert_eq!(
+            kinds[4..],
+            [
+                (5, SegmentKind::Blob(1)),
+                (6, SegmentKind::Blob(2)),
+                (7, SegmentKind::Blob(3))
+            ]
+        );
     }
 
     #[test]

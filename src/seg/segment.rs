@@ -1,7 +1,8 @@
 //! Segments and their description (Segment Description Macro, PS3.3 C.8.20.4): numbers 1..N in
-//! sequence order, the whole tumor first, then (optionally) one segment per blob. Every segment
-//! is AUTOMATIC, names the algorithm, and is coded as a neoplasm, a morphologically abnormal
-//! structure (SNOMED CT, baseline CIDs 7150 and 7151) in the brain.
+//! sequence order, the whole tumor first, then (optionally) one segment per decision (accept,
+//! review, reject), then (optionally) one segment per blob. Every segment is AUTOMATIC, names
+//! the algorithm, and is coded as a neoplasm, a morphologically abnormal structure (SNOMED CT,
+//! baseline CIDs 7150 and 7151) in the brain.
 
 use dicom::core::VR;
 use dicom::dictionary_std::tags;
@@ -31,19 +32,22 @@ pub const FAMILY_AI: Code = Code {
 };
 
 /// What voxels a segment holds, in terms of the label map (blob ids, 0 = background).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentKind {
     /// Every blob: label > 0.
     Tumor,
     /// One blob: label == id.
     Blob(u32),
+    /// A set of blobs (ids sorted ascending, possibly none): label is one of them.
+    Blobs(Vec<u32>),
 }
 
 impl SegmentKind {
-    pub fn contains(self, label: u32) -> bool {
+    pub fn contains(&self, label: u32) -> bool {
         match self {
             SegmentKind::Tumor => label > 0,
-            SegmentKind::Blob(id) => label == id,
+            SegmentKind::Blob(id) => label == *id,
+            SegmentKind::Blobs(ids) => label > 0 && ids.binary_search(&label).is_ok(),
         }
     }
 }
@@ -192,6 +196,9 @@ mod tests {
     #[test]
     fn kinds_select_labels() {
         assert!(SegmentKind::Tumor.contains(3) && !SegmentKind::Tumor.contains(0));
+        let set = SegmentKind::Blobs(vec![2, 5]);
+        assert!(set.contains(5) && !set.contains(3) && !set.contains(0));
+        assert!(!SegmentKind::Blobs(Vec::new()).contains(1));
         assert!(SegmentKind::Blob(2).contains(2) && !SegmentKind::Blob(2).contains(3));
     }
 }

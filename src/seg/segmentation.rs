@@ -160,7 +160,7 @@ fn pixel_data(pixels: Pixels, segments: &[Segment], frames: &[FrameRef]) -> Vec<
             let frame_len = labels.len_of(Axis(1)) * labels.len_of(Axis(2));
             let mut packer = BitPacker::with_capacity(frame_len * frames.len());
             for f in frames {
-                let kind = segments[f.segment].kind;
+                let kind = &segments[f.segment].kind;
                 packer.extend(
                     labels
                         .index_axis(Axis(0), f.k)

@@ -130,12 +130,57 @@ def test_seg_carries_accepted_blobs_only(compared):
     assert int(np.isin(labels, [b["id"] for b in accepted]).sum()) == tumor
 
 
-def png_size(path):
+def read_png(path):
+    """An 8-bit RGB PNG as a (height, width, 3) array, decoded here with zlib and the PNG
+    filters (not with the writer's library)."""
     import struct
+    import zlib
 
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", path
-    return struct.unpack(">II", data[16:24])
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, colour = header[:4]
+    assert (depth, colour) == (8, 2), header  # 8-bit RGB
+    raw = zlib.decompress(idat)
+    stride = 3 * width
+    out = np.zeros((height, stride), dtype=np.int32)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], np.frombuffer(
+            raw, np.uint8, stride, y * (stride + 1) + 1).astype(np.int32)
+        up = out[y - 1] if y else np.zeros(stride, np.int32)
+        if kind in (0, 2):
+            out[y] = (line + (up if kind == 2 else 0)) % 256
+            continue
+        row = np.zeros(stride, np.int32)
+        for x in range(stride):
+            a = row[x - 3] if x >= 3 else 0
+            b, c = up[x], (up[x - 3] if x >= 3 else 0)
+            if kind == 1:
+                pred = a
+            elif kind == 3:
+                pred = (a + b) // 2
+            else:  # Paeth
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            row[x] = (line[x] + pred) % 256
+        out[y] = row
+    return out.reshape(height, width, 3).astype(np.uint8)
+
+
+def has_colour(img, rgb):
+    return bool((img == np.asarray(rgb, np.uint8)).all(axis=2).any())
+
+
+BLUE, ORANGE, RED, WHITE, BLACK = (31, 119, 180), (255, 127, 14), (255, 40, 40), (255,) * 3, (0,) * 3
 
 
 def test_figures(compared):
@@ -144,14 +189,41 @@ def test_figures(compared):
     expected = ["figures/logit-histogram.png"] + [
         f"figures/blob-{b['id']}.png" for b in r["blobs"][:3]]
     assert figures == expected
-    for f in figures:
-        assert (compared.out / f).is_file()
-    assert png_size(compared.out / figures[0]) == (720, 360)
-    # an overlay is the crop's axial plane, 4 pixels per voxel
+    # one histogram panel (720 x 220) for the ensemble and one per model
+    hist = read_png(compared.out / figures[0])
+    assert hist.shape == (220 * (1 + len(r["model_statistics"])), 720, 3)
+    for panel in range(hist.shape[0] // 220):
+        bars = hist[panel * 220:(panel + 1) * 220]
+        assert has_colour(bars, BLUE) and has_colour(bars, ORANGE), panel
+    # an overlay is the crop's axial plane once per channel and once for the spread, s pixels a
+    # voxel, 4 pixels between panels
     crop = r["preprocess"]["crop_canonical_zyx"]
     ny = crop["end_zyx"][1] - crop["start_zyx"][1]
     nx = crop["end_zyx"][2] - crop["start_zyx"][2]
-    assert png_size(compared.out / figures[1]) == (4 * nx, 4 * ny)
+    s = min(max(512 // max(ny, nx), 1), 4)
+    panels = len(r["case"]["inputs"]) + 1
+    for f in figures[1:]:
+        img = read_png(compared.out / f)
+        assert img.shape == (s * ny, panels * s * nx + (panels - 1) * 4, 3), f
+        assert has_colour(img, RED)  # the blob's outline and its tag
+        for k in range(panels):
+            # the panel's name: white glyph pixels on a black box in its top-left corner
+            corner = img[:18, k * (s * nx + 4):k * (s * nx + 4) + 30]
+            assert has_colour(corner, WHITE) and has_colour(corner, BLACK), (f, k)
+
+
+def test_model_statistics(compared):
+    """One model: the mean of its passes is the ensemble (up to the f16 pass copies), and its
+    noise-free pass is the deterministic ensemble."""
+    r = compared.report
+    (name, mine), = r["model_statistics"].items()
+    ens = r["statistics"]["brain"]
+    assert mine["histogram"]["edges"] == ens["histogram"]["edges"]
+    assert mine["count"] == ens["count"]
+    assert close(mine["mean"], ens["mean"], 1e-3)
+    diff = np.abs(np.asarray(mine["histogram"]["counts"]) - ens["histogram"]["counts"]).sum()
+    assert diff <= 0.01 * ens["count"], diff
+    assert list(r["comparison"]["deterministic"]["model_statistics"]) == [name]
 
 
 @pytest.mark.parametrize("extra,args,needle", [

@@ -33,11 +33,13 @@ from conftest import (
     CHANNELS,
     FIXTURES,
     case_channel_paths,
+    error_line,
     load_nifti,
     lps_affine,
     model_path,
     require,
     run_ok,
+    stochseg,
     write_config,
 )
 
@@ -153,12 +155,18 @@ class Grid:
 
 def segment_masks(ds, report_seg: dict, grid: Grid) -> dict[int, np.ndarray]:
     """Segment number -> expected boolean mask (i, j, k): segment 1 = labels > 0, a blob's
-    segment = labels == blob id (the report's mapping)."""
+    segment = labels == blob id (the report's mapping), a decision's segment ("Tumor: accept")
+    = labels in the ids of the report's blobs with that decision."""
     blob_of = {s["number"]: s.get("blob_id") for s in report_seg["binary"]["segments"]}
     masks = {}
     for item in ds.SegmentSequence:
         n = int(item.SegmentNumber)
-        masks[n] = grid.labels > 0 if blob_of[n] is None else grid.labels == blob_of[n]
+        decision = str(item.SegmentLabel).removeprefix("Tumor: ")
+        if decision in ("accept", "review", "reject"):
+            ids = [b["id"] for b in grid.run.report["blobs"] if b["decision"] == decision]
+            masks[n] = np.isin(grid.labels, ids)
+        else:
+            masks[n] = grid.labels > 0 if blob_of[n] is None else grid.labels == blob_of[n]
     return masks
 
 
@@ -344,6 +352,52 @@ def test_per_blob_segments_on_an_odd_frame_size(full_run, work):
         assert labels[n] == f"Blob {b['id']} (confidence {b['mean_logit']:.2f})"
         assert int(masks[n].sum()) == b["voxels"]
     assert str(ds.PatientName) == "Test^Case" and str(ds.PatientID) == "P-42"
+
+
+def test_decision_segments(work):
+    """Segments 2-4 are the accepted, review and rejected blobs (here blob 1 at mean logit 10.2
+    is accepted, blob 2 at 9.7 rejected, none is for review: an empty segment with one frame);
+    per-blob segments follow from 5."""
+    decisions = {"accept": 10.0, "reject": 9.9}
+    cfg = write_config(work / "decisions.yaml", [model_path("unet-p32")],
+                       {"blobs": {"decisions": decisions},
+                        "dicom_output": {"decision_segments": True, "per_blob_segments": True}})
+    run = run_ok(work / "decisions", "--pipeline", cfg, "--case", CASE_DIR, *p32_args())
+    masks = check_binary_seg(run, run.out / "seg.dcm", work)
+    blobs = run.report["blobs"]
+    assert [b["decision"] for b in blobs] == ["accept", "reject"], blobs
+    ds = pydicom.dcmread(run.out / "seg.dcm")
+    items = {int(x.SegmentNumber): x for x in ds.SegmentSequence}
+    assert [items[n].SegmentLabel for n in (1, 2, 3, 4)] == \
+        ["Tumor", "Tumor: accept", "Tumor: review", "Tumor: reject"]
+    assert "mean logit >= 10" in items[2].SegmentDescription
+    assert "9.9 <= mean logit < 10" in items[3].SegmentDescription
+    assert "mean logit < 9.9" in items[4].SegmentDescription
+    labels = Grid(run).labels
+    assert np.array_equal(masks[2], labels == 1) and masks[2].any()
+    assert not masks[3].any()
+    assert np.array_equal(masks[4], labels == 2) and masks[4].any()
+    assert np.array_equal(masks[2] | masks[3] | masks[4], masks[1])
+    frames = [int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+              for f in ds.PerFrameFunctionalGroupsSequence]
+    assert frames.count(3) == 1, "the empty review segment keeps one (empty) frame"
+    assert [b["seg_segment_number"] for b in blobs] == [5, 6]
+    report_segments = run.report["seg"]["binary"]["segments"]
+    assert [s["voxels"] for s in report_segments[1:4]] == \
+        [blobs[0]["voxels"], 0, blobs[1]["voxels"]]
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ({"dicom_output": {"decision_segments": True}}, "needs /blobs/decisions"),
+    ({"blobs": {"decisions": {"accept": 1.0, "reject": 0.0}},
+      "dicom_output": {"decision_segments": True, "seg_blobs": "accepted"}}, "seg_blobs"),
+])
+def test_decision_segments_need_decisions_and_all_blobs(work, extra, needle):
+    cfg = write_config(work / "bad-decisions.yaml", [model_path("unet-p32")], extra)
+    proc = stochseg("run", "--pipeline", cfg, "--case", CASE_DIR, "--out", work / "bad-out")
+    assert proc.returncode == 2, proc.stderr
+    assert "/dicom_output/decision_segments" in error_line(proc) and needle in error_line(proc)
+    assert not (work / "bad-out").exists()
 
 
 def test_fractional_seg_stores_rounded_probability(full_run):
