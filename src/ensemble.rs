@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::aggregate::Aggregator;
 use crate::infer::{Model, ModelError};
-use crate::pipeline::NoiseRegion;
+use crate::pipeline::{NoiseOn, NoiseRegion};
 use crate::window::{Tiling, WindowOptions};
 
 /// How to run the ensemble.
@@ -25,6 +25,8 @@ pub struct EnsembleOptions {
     pub sigma: f32,
     pub seed: u64,
     pub noise_region: NoiseRegion,
+    /// Where the noise is drawn: here (the reference) or by the model on its device.
+    pub noise_on: NoiseOn,
     pub window: WindowOptions,
 }
 
@@ -63,7 +65,16 @@ pub fn run(
     on_pass: &mut dyn FnMut(PassDone),
 ) -> Result<(), ModelError> {
     let shape = [input.shape()[1], input.shape()[2], input.shape()[3]];
-    let noisy = opts.sigma > 0.0;
+    let noisy = opts.sigma > 0.0 && opts.noise_on == NoiseOn::Host;
+    let everywhere;
+    let device_noise = match (opts.sigma > 0.0, opts.noise_on, opts.noise_region) {
+        (true, NoiseOn::Device, NoiseRegion::Brain) => Some(brain),
+        (true, NoiseOn::Device, NoiseRegion::Volume) => {
+            everywhere = Array3::from_elem(shape, true);
+            Some(everywhere.view())
+        }
+        _ => None,
+    };
     let mut steps: Vec<(usize, usize)> = Vec::with_capacity(models.len() * opts.passes);
     for m in 0..models.len() {
         steps.extend((0..opts.passes).map(|p| (m, p)));
@@ -105,7 +116,7 @@ pub fn run(
                     (aggregate, noise)
                 });
                 let t = std::time::Instant::now();
-                let prediction = tiling.predict(model, source);
+                let prediction = tiling.predict(model, source, device_noise);
                 let seconds = t.elapsed().as_secs_f64();
                 let helped = helper
                     .join()
@@ -217,6 +228,7 @@ mod tests {
             sigma,
             seed,
             noise_region: NoiseRegion::Volume,
+            noise_on: NoiseOn::Host,
             window: WindowOptions {
                 max_batch_voxels: 1 << 20,
                 overlap: 0.5,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod estimate;
 pub mod evaluate;
 pub mod figures;
+pub mod guard;
 pub mod infer;
 pub mod io;
 pub mod output;

@@ -204,6 +204,7 @@ fn limit_malloc_arenas() {
 
 fn main() -> ProcessExit {
     limit_malloc_arenas();
+    stochseg::guard::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {

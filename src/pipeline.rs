@@ -126,6 +126,10 @@ pub struct Ensemble {
     pub passes: usize,
     pub sigma: f32,
     pub noise_region: NoiseRegion,
+    /// Where the noise is drawn: `host` (the reference: one ChaCha8 stream per slice) or
+    /// `device` (an ONNX Runtime graph before each model, on the model's provider; see
+    /// `infer::noise` for how the two differ).
+    pub noise_on: NoiseOn,
     pub seed: u64,
     pub aggregation: Aggregation,
     /// Also run the deterministic ensemble (same models, no noise, one pass each) in the same
@@ -145,6 +149,13 @@ pub enum Mode {
 pub enum NoiseRegion {
     Volume,
     Brain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseOn {
+    Host,
+    Device,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,6 +403,7 @@ impl Default for Ensemble {
             passes: 10,
             sigma: 0.2,
             noise_region: NoiseRegion::Volume,
+            noise_on: NoiseOn::Host,
             seed: 0,
             aggregation: Aggregation::MeanLogit,
             compare_deterministic: false,

@@ -106,6 +106,7 @@ pub struct EnsembleInfo {
     pub sigma: f32,
     pub seed: u64,
     pub noise_region: String,
+    pub noise_on: String,
     pub aggregation: String,
     pub overlap: f64,
     pub weighting: String,

@@ -122,7 +122,8 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     let mut models: Vec<OrtModel> = clock.stage("load_models", || {
         p.models
             .iter()
-            .map(|m| OrtModel::open(env, m, &p.channels, &open))
+            .enumerate()
+            .map(|(i, m)| open_model(env, m, i, p, &open))
             .collect::<Result<Vec<_>, _>>()
     })?;
     check_memory(
@@ -351,6 +352,24 @@ fn stop_if_cancelled() -> Result<(), Error> {
 /// Per-pass maps larger than this go to a spill file instead of memory.
 const SPILL_ABOVE_BYTES: usize = 128 << 20;
 
+/// Opens model `index` of the pipeline, with its noise graph when noise is drawn on the device
+/// (seeded per model from the ensemble's seed).
+fn open_model(
+    env: &ort::environment::Environment,
+    spec: &crate::pipeline::ModelSpec,
+    index: usize,
+    p: &Pipeline,
+    open: &OpenOptions,
+) -> Result<OrtModel, crate::infer::ModelError> {
+    let mut model = OrtModel::open(env, spec, &p.channels, open)?;
+    let sigma = p.effective_sigma();
+    if sigma > 0.0 && p.ensemble.noise_on == crate::pipeline::NoiseOn::Device {
+        let seed = ensemble::stream_seed(p.ensemble.seed, [index as u64, u64::MAX, 0, 0]);
+        model.add_device_noise(env, open, sigma, seed)?;
+    }
+    Ok(model)
+}
+
 fn spill_error(path: &std::path::Path, e: std::io::Error) -> Error {
     OutputError::Io {
         path: path.to_path_buf(),
@@ -371,6 +390,7 @@ fn run_ensemble(
         sigma: p.effective_sigma(),
         seed: p.ensemble.seed,
         noise_region: p.ensemble.noise_region,
+        noise_on: p.ensemble.noise_on,
         window: WindowOptions {
             overlap: p.inference.overlap,
             weighting: p.inference.weighting,
@@ -732,6 +752,7 @@ fn ensemble_info(p: &Pipeline, cost: &EnsembleCost) -> report::EnsembleInfo {
         sigma: p.effective_sigma(),
         seed: p.ensemble.seed,
         noise_region: snake(&p.ensemble.noise_region),
+        noise_on: snake(&p.ensemble.noise_on),
         aggregation: snake(&p.ensemble.aggregation),
         overlap: p.inference.overlap,
         weighting: snake(&p.inference.weighting),

@@ -179,17 +179,29 @@ impl Tiling {
     }
 
     /// Runs `model` over `input` (`[c, z, y, x]`) window by window and stitches the outputs.
+    /// With `device_noise` (the region where noise applies, `[z, y, x]`), each batch goes with
+    /// its noise mask to `Model::predict_noisy`, which adds the noise on the model's device.
     pub fn predict(
         &mut self,
         model: &mut dyn Model,
         input: ArrayView4<f32>,
+        device_noise: Option<ArrayView3<bool>>,
     ) -> Result<Prediction, ModelError> {
         let todo: Vec<usize> = (0..self.windows.len())
             .filter(|&i| self.kept[i].is_none())
             .collect();
         let reused = self.windows.len() - todo.len();
-        let (stitched, model_seconds, new_kept) =
-            std::thread::scope(|scope| self.pipeline(scope, model, input, &todo))?;
+        let (stitched, model_seconds, new_kept) = std::thread::scope(|scope| {
+            self.pipeline(
+                scope,
+                model,
+                Source {
+                    input,
+                    device_noise,
+                },
+                &todo,
+            )
+        })?;
         for (i, out) in new_kept {
             self.kept[i] = Some(out);
         }
@@ -206,26 +218,31 @@ impl Tiling {
         &'s self,
         scope: &'s std::thread::Scope<'s, 'e>,
         model: &mut dyn Model,
-        input: ArrayView4<'s, f32>,
+        source: Source<'s>,
         todo: &'s [usize],
     ) -> Result<Stitched, ModelError> {
         let groups: Vec<&[usize]> = todo.chunks(self.batch.max(1)).collect();
-        let (free_tx, free_rx) = mpsc::channel::<Array5<f32>>();
-        let (full_tx, full_rx) = mpsc::sync_channel::<Array5<f32>>(1);
+        let (free_tx, free_rx) = mpsc::channel::<Batch>();
+        let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(1);
         let (out_tx, out_rx) = mpsc::channel::<Array4<f32>>();
         let [d, h, w] = self.patch;
         for _ in 0..2 {
-            let _ = free_tx.send(Array5::zeros((self.batch, input.shape()[0], d, h, w)));
+            let _ = free_tx.send(Batch {
+                x: Array5::zeros((self.batch, source.input.shape()[0], d, h, w)),
+                mask: source
+                    .device_noise
+                    .map(|_| Array5::zeros((self.batch, 1, d, h, w))),
+            });
         }
         let filler_groups = groups.clone();
-        scope.spawn(move || self.fill(input, &filler_groups, free_rx, full_tx));
+        scope.spawn(move || self.fill(source, &filler_groups, free_rx, full_tx));
         let stitcher = scope.spawn(move || self.stitch(out_rx));
         let mut model_seconds = 0.0;
         for group in &groups {
             if crate::cancel::requested() {
                 return Err(ModelError::Interrupted);
             }
-            let Ok(buffer) = full_rx.recv() else {
+            let Ok(batch) = full_rx.recv() else {
                 break;
             };
             let n = if self.full_batches {
@@ -234,9 +251,13 @@ impl Tiling {
                 group.len()
             };
             let t = std::time::Instant::now();
-            let out = model.predict(buffer.slice(s![..n, .., .., .., ..]))?;
+            let x = batch.x.slice(s![..n, .., .., .., ..]);
+            let out = match &batch.mask {
+                Some(mask) => model.predict_noisy(x, mask.slice(s![..n, .., .., .., ..]))?,
+                None => model.predict(x)?,
+            };
             model_seconds += t.elapsed().as_secs_f64();
-            let _ = free_tx.send(buffer);
+            let _ = free_tx.send(batch);
             if out_tx
                 .send(out.slice_move(s![..group.len(), .., .., ..]))
                 .is_err()
@@ -252,27 +273,34 @@ impl Tiling {
         }
     }
 
-    /// Copies each group's windows into a free buffer and hands it on.
+    /// Copies each group's windows (and noise masks) into a free batch and hands it on.
     fn fill(
         &self,
-        input: ArrayView4<f32>,
+        source: Source,
         groups: &[&[usize]],
-        free: mpsc::Receiver<Array5<f32>>,
-        full: mpsc::SyncSender<Array5<f32>>,
+        free: mpsc::Receiver<Batch>,
+        full: mpsc::SyncSender<Batch>,
     ) {
         for group in groups {
-            let Ok(mut buffer) = free.recv() else {
+            let Ok(mut batch) = free.recv() else {
                 return;
             };
             for (slot, &i) in group.iter().enumerate() {
-                fill_patch(buffer.index_axis_mut(Axis(0), slot), input, self.windows[i]);
+                let start = self.windows[i];
+                fill_patch(batch.x.index_axis_mut(Axis(0), slot), source.input, start);
+                if let (Some(mask), Some(region)) = (&mut batch.mask, source.device_noise) {
+                    fill_mask(mask.index_axis_mut(Axis(0), slot), region, start);
+                }
             }
             if self.full_batches {
                 for slot in group.len()..self.batch {
-                    buffer.index_axis_mut(Axis(0), slot).fill(0.0);
+                    batch.x.index_axis_mut(Axis(0), slot).fill(0.0);
+                    if let Some(mask) = &mut batch.mask {
+                        mask.index_axis_mut(Axis(0), slot).fill(0.0);
+                    }
                 }
             }
-            if full.send(buffer).is_err() {
+            if full.send(batch).is_err() {
                 return;
             }
         }
@@ -306,6 +334,20 @@ impl Tiling {
     }
 }
 
+/// What the windows are cut from.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    input: ArrayView4<'a, f32>,
+    /// Where noise applies when the model adds it on its device.
+    device_noise: Option<ArrayView3<'a, bool>>,
+}
+
+/// One batch of patches, and their noise masks when the model adds noise on its device.
+struct Batch {
+    x: Array5<f32>,
+    mask: Option<Array5<f32>>,
+}
+
 /// New outputs of constant windows, by window index.
 type Kept = Vec<(usize, Array3<f32>)>;
 
@@ -329,6 +371,20 @@ fn fill_patch(mut patch: ndarray::ArrayViewMut4<f32>, input: ArrayView4<f32>, st
             ox..ox + inside[2]
         ])
         .assign(&input.slice(s![.., rz, ry, rx]));
+}
+
+/// Writes the noise mask of the window at `start` into `mask` (`[1, D, H, W]`): 1 where the
+/// window lies inside the input and `region` is true, 0 elsewhere (zero padding gets no noise,
+/// as with host noise).
+fn fill_mask(mut mask: ndarray::ArrayViewMut4<f32>, region: ArrayView3<bool>, start: [isize; 3]) {
+    let p = [mask.shape()[1], mask.shape()[2], mask.shape()[3]];
+    let shape = [region.shape()[0], region.shape()[1], region.shape()[2]];
+    let ([rz, ry, rx], [oz, oy, ox]) = overlap_ranges(start, p, shape);
+    mask.fill(0.0);
+    let inside = s![0, oz..oz + rz.len(), oy..oy + ry.len(), ox..ox + rx.len()];
+    Zip::from(mask.slice_mut(inside))
+        .and(region.slice(s![rz, ry, rx]))
+        .for_each(|m, &r| *m = f32::from(u8::from(r)));
 }
 
 /// Weighted accumulation of patch outputs; `finish` consumes it.
@@ -391,7 +447,7 @@ mod tests {
         opts: &WindowOptions,
     ) -> Result<Prediction, ModelError> {
         let shape = [input.shape()[1], input.shape()[2], input.shape()[3]];
-        Tiling::new(model, shape, opts).predict(model, input)
+        Tiling::new(model, shape, opts).predict(model, input, None)
     }
 
     fn opts(batch_size: usize) -> WindowOptions {
@@ -532,9 +588,9 @@ mod tests {
         let mut tiling = Tiling::new(&model, shape, &opts(3));
         let constant = tiling.reuse_where_constant(varies.view());
         assert!(constant > 0 && constant < tiling.windows());
-        let first = tiling.predict(&mut model, noisy(1.0).view()).unwrap();
+        let first = tiling.predict(&mut model, noisy(1.0).view(), None).unwrap();
         assert_eq!((first.patches, first.reused), (tiling.windows(), 0));
-        let second = tiling.predict(&mut model, noisy(2.0).view()).unwrap();
+        let second = tiling.predict(&mut model, noisy(2.0).view(), None).unwrap();
         assert_eq!(second.reused, constant);
         assert_eq!(second.patches, tiling.windows() - constant);
         let fresh = predict(
@@ -544,5 +600,24 @@ mod tests {
         );
         assert_eq!(second.logits, fresh.unwrap().logits);
         assert_ne!(first.logits, second.logits);
+    }
+
+    /// With device noise, each patch goes with a mask that is 1 exactly where the region is
+    /// true inside the input: the test model adds 10 there.
+    #[test]
+    fn device_noise_masks_follow_the_region_and_the_input() {
+        let shape = [10, 30, 30];
+        let input = Array4::<f32>::zeros((1, 10, 30, 30));
+        let region = Array3::from_shape_fn(shape, |(z, y, _)| z > 4 && y < 12);
+        let mut model = Pointwise::new([16, 8, 8], None);
+        let mut tiling = Tiling::new(&model, shape, &opts(4));
+        let out = tiling
+            .predict(&mut model, input.view(), Some(region.view()))
+            .unwrap();
+        let want = region.mapv(|r| if r { 11.0f32 } else { 1.0 });
+        let worst = Zip::from(&out.logits)
+            .and(&want)
+            .fold(0.0f32, |m, &a, &b| m.max((a - b).abs()));
+        assert!(worst < 1e-5, "{worst}");
     }
 }

@@ -42,7 +42,7 @@ fn split(data: &[u8]) -> Vec<&[u8]> {
     files
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: stochseg::guard::install_panic_hook(), |data: &[u8]| {
     let dir = folder();
     for entry in std::fs::read_dir(dir).expect("the folder") {
         std::fs::remove_file(entry.expect("an entry").path()).expect("removed");

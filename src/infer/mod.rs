@@ -2,6 +2,7 @@
 //! ensemble and aggregation code is tested with plain-Rust models, and ONNX Runtime (`ort`
 //! module) is one implementation. `runtime` finds and loads the ONNX Runtime library.
 
+pub mod noise;
 pub mod ort;
 pub mod providers;
 pub mod runtime;
@@ -50,6 +51,19 @@ pub trait Model {
     }
     /// Runs one batch.
     fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError>;
+    /// Runs one batch after adding Gaussian noise where `mask` (`(N, 1, D, H, W)`) is 1, on the
+    /// model's own device (`ensemble.noise_on: device`, see `noise`).
+    fn predict_noisy(
+        &mut self,
+        batch: ArrayView5<f32>,
+        mask: ArrayView5<f32>,
+    ) -> Result<Array4<f32>, ModelError> {
+        let _ = (batch, mask);
+        Err(ModelError::Inference {
+            model: self.name().to_string(),
+            reason: "this model adds no noise on its device".to_string(),
+        })
+    }
 }
 
 /// A borrowed model is a model.
@@ -68,6 +82,13 @@ impl<M: Model + ?Sized> Model for &mut M {
     }
     fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
         (**self).predict(batch)
+    }
+    fn predict_noisy(
+        &mut self,
+        batch: ArrayView5<f32>,
+        mask: ArrayView5<f32>,
+    ) -> Result<Array4<f32>, ModelError> {
+        (**self).predict_noisy(batch, mask)
     }
 }
 
@@ -112,6 +133,16 @@ pub mod testing {
         fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
             self.batch_sizes_seen.push(batch.shape()[0]);
             Ok(batch.index_axis(Axis(1), 0).mapv(|v| v + 1.0))
+        }
+        /// "Noise" that shows the mask: `first channel + 1 + 10 * mask`.
+        fn predict_noisy(
+            &mut self,
+            batch: ArrayView5<f32>,
+            mask: ArrayView5<f32>,
+        ) -> Result<Array4<f32>, ModelError> {
+            let mut out = self.predict(batch)?;
+            out.zip_mut_with(&mask.index_axis(Axis(1), 0), |o, &m| *o += 10.0 * m);
+            Ok(out)
         }
     }
 }

@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array4, ArrayView5, Axis, Ix5};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
+use crate::infer::noise::DeviceNoise;
 use crate::infer::providers::{self, Device, ProviderPlan, ShapeHint};
 use crate::infer::runtime::Runtime;
 use crate::infer::{Model, ModelError};
@@ -67,6 +70,8 @@ pub struct OrtModel {
     batch: Option<usize>,
     output_channel: usize,
     device: Device,
+    /// The noise graph run before the model with `ensemble.noise_on: device`.
+    noise: Option<DeviceNoise>,
     pub info: ModelInfo,
 }
 
@@ -91,6 +96,14 @@ fn build_session(
     providers: Vec<ort::ep::ExecutionProviderDispatch>,
     intra_threads: usize,
 ) -> ort::Result<Session> {
+    session_builder(env, providers, intra_threads)?.commit_from_memory(bytes)
+}
+
+fn session_builder(
+    env: &ort::environment::Environment,
+    providers: Vec<ort::ep::ExecutionProviderDispatch>,
+    intra_threads: usize,
+) -> ort::Result<SessionBuilder> {
     // ONNX Runtime's CPU memory arena stays on: without it the (16, 256, 256) model runs about
     // 40% slower (its activations are allocated and faulted in on every call), for 15-20% less
     // peak RSS (measured on the demo models with onnxruntime's Python API and the binary).
@@ -101,7 +114,7 @@ fn build_session(
     if !providers.is_empty() {
         builder = builder.with_execution_providers(providers)?;
     }
-    builder.commit_from_memory(bytes)
+    Ok(builder)
 }
 
 fn tensor_info(outlet: &ort::value::Outlet) -> TensorInfo {
@@ -201,8 +214,40 @@ impl OrtModel {
             batch,
             output_channel: spec.output_channel,
             device,
+            noise: None,
             info,
         })
+    }
+
+    /// Adds noise N(0, sigma^2) to every batch on this model's own provider before the model
+    /// sees it (`predict_noisy`; see `noise` for the stream and how it differs from host noise).
+    pub fn add_device_noise(
+        &mut self,
+        env: &ort::environment::Environment,
+        opts: &OpenOptions,
+        sigma: f32,
+        seed: u64,
+    ) -> Result<(), ModelError> {
+        let (providers, memory) = match self.device {
+            Device::Cpu => (Vec::new(), host_memory()),
+            Device::Cuda(id) | Device::TensorRt(id) => (
+                vec![providers::cuda(id, opts.plan)],
+                MemoryInfo::new(
+                    AllocationDevice::CUDA,
+                    id,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                ),
+            ),
+        };
+        let fail = |e: ort::Error| ModelError::Load {
+            path: self.info.path.clone(),
+            reason: format!("cannot build the device-noise graph: {e}"),
+        };
+        let builder = session_builder(env, providers, opts.intra_threads).map_err(fail)?;
+        let noise = DeviceNoise::new(&builder, memory.map_err(fail)?, sigma, seed).map_err(fail)?;
+        self.noise = Some(noise);
+        Ok(())
     }
 
     /// The provider this model's session runs on.
@@ -427,56 +472,118 @@ impl Model for OrtModel {
     }
 
     fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
+        let shape = self.output_shape(batch.shape()[0]);
         let label = self.label();
-        let fail = |reason: String| ModelError::Inference {
+        let fail = |e: ort::Error| ModelError::Inference {
             model: label.clone(),
-            reason,
+            reason: e.to_string(),
         };
-        let tensor = TensorRef::from_array_view(batch).map_err(|e| fail(e.to_string()))?;
+        let tensor = TensorRef::from_array_view(batch).map_err(fail)?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => tensor])
-            .map_err(|e| ModelError::Inference {
-                model: label.clone(),
-                reason: e.to_string(),
-            })?;
-        let view = outputs[self.output_name.as_str()]
-            .try_extract_array::<f32>()
-            .map_err(|e| ModelError::Inference {
-                model: label.clone(),
-                reason: e.to_string(),
-            })?;
-        let n = batch.shape()[0];
-        let expected = [n, self.patch[0], self.patch[1], self.patch[2]];
-        let selected = match view.ndim() {
-            5 => view
-                .into_dimensionality::<Ix5>()
-                .ok()
-                .map(|v| v.index_axis_move(Axis(1), self.output_channel)),
-            4 => view.into_dimensionality::<ndarray::Ix4>().ok(),
-            _ => None,
-        };
-        let out = match selected {
-            Some(v) if v.shape() == expected => v.to_owned(),
-            _ => {
-                return Err(ModelError::Inference {
-                    model: label.clone(),
-                    reason: format!(
-                        "output has shape {:?}, expected {expected:?}",
-                        outputs[self.output_name.as_str()].shape()
-                    ),
-                })
-            }
-        };
-        let bad = out.iter().filter(|v| !v.is_finite()).count();
-        if bad > 0 {
-            return Err(ModelError::NonFinite {
-                model: label.clone(),
-                count: bad,
-            });
-        }
-        Ok(out)
+            .map_err(fail)?;
+        logits(&outputs[self.output_name.as_str()], shape, &label)
     }
+
+    /// The noise graph's output stays on the device and is bound as the model's input (an
+    /// `IoBinding`); only the logits come back to the host.
+    fn predict_noisy(
+        &mut self,
+        batch: ArrayView5<f32>,
+        mask: ArrayView5<f32>,
+    ) -> Result<Array4<f32>, ModelError> {
+        let shape = self.output_shape(batch.shape()[0]);
+        let label = self.label();
+        let fail = |e: ort::Error| ModelError::Inference {
+            model: label.clone(),
+            reason: e.to_string(),
+        };
+        let Some(noise) = self.noise.as_mut() else {
+            return Err(ModelError::Inference {
+                model: label,
+                reason: "no device-noise graph was built for this model".to_string(),
+            });
+        };
+        let noisy = noise.apply(batch, mask).map_err(fail)?;
+        let mut binding = self.session.create_binding().map_err(fail)?;
+        binding
+            .bind_input(self.input_name.as_str(), &noisy)
+            .map_err(fail)?;
+        binding
+            .bind_output_to_device(self.output_name.as_str(), &host_memory().map_err(fail)?)
+            .map_err(fail)?;
+        let outputs = self.session.run_binding(&binding).map_err(fail)?;
+        logits(&outputs[self.output_name.as_str()], shape, &label)
+    }
+}
+
+impl OrtModel {
+    /// What one call must give back: the output channel of `n` patches.
+    fn output_shape(&self, n: usize) -> OutputShape {
+        OutputShape {
+            logits: [n, self.patch[0], self.patch[1], self.patch[2]],
+            channel: self.output_channel,
+        }
+    }
+}
+
+/// The logits a call must return: `(N, D, H, W)`, channel `channel` of a 5-D output.
+#[derive(Debug, Clone, Copy)]
+struct OutputShape {
+    logits: [usize; 4],
+    channel: usize,
+}
+
+fn host_memory() -> ort::Result<MemoryInfo<'static>> {
+    MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Device,
+        MemoryType::Default,
+    )
+}
+
+/// The logits of one call, checked for shape and finite values.
+fn logits(
+    value: &ort::value::DynValue,
+    shape: OutputShape,
+    label: &str,
+) -> Result<Array4<f32>, ModelError> {
+    let fail = |reason: String| ModelError::Inference {
+        model: label.to_string(),
+        reason,
+    };
+    let view = value
+        .try_extract_array::<f32>()
+        .map_err(|e| fail(e.to_string()))?;
+    let selected = match view.ndim() {
+        5 => view
+            .into_dimensionality::<Ix5>()
+            .ok()
+            .filter(|v| shape.channel < v.shape()[1])
+            .map(|v| v.index_axis_move(Axis(1), shape.channel)),
+        4 => view.into_dimensionality::<ndarray::Ix4>().ok(),
+        _ => None,
+    };
+    let out = match selected {
+        Some(v) if v.shape() == shape.logits => v.to_owned(),
+        _ => {
+            return Err(fail(format!(
+                "output has shape {:?}, expected {:?}",
+                value.shape(),
+                shape.logits
+            )))
+        }
+    };
+    let bad = out.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(ModelError::NonFinite {
+            model: label.to_string(),
+            count: bad,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

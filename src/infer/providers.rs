@@ -123,25 +123,28 @@ impl ShapeHint {
 }
 
 /// Execution providers to register for `device` (empty for the CPU).
+/// The CUDA provider on device `id`, as the plan configures it.
+pub fn cuda(id: i32, plan: &ProviderPlan) -> ExecutionProviderDispatch {
+    let search = match plan.conv_search {
+        ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
+        ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
+        ConvSearch::Default => ep::cuda::ConvAlgorithmSearch::Default,
+    };
+    ep::CUDA::default()
+        .with_device_id(id)
+        .with_conv_algorithm_search(search)
+        .with_tf32(false)
+        .build()
+        .error_on_failure()
+}
+
 pub fn dispatch(
     device: Device,
     plan: &ProviderPlan,
     hint: &ShapeHint,
     runtime: &Runtime,
 ) -> Result<Vec<ExecutionProviderDispatch>, ModelError> {
-    let cuda = |id: i32| {
-        let search = match plan.conv_search {
-            ConvSearch::Exhaustive => ep::cuda::ConvAlgorithmSearch::Exhaustive,
-            ConvSearch::Heuristic => ep::cuda::ConvAlgorithmSearch::Heuristic,
-            ConvSearch::Default => ep::cuda::ConvAlgorithmSearch::Default,
-        };
-        ep::CUDA::default()
-            .with_device_id(id)
-            .with_conv_algorithm_search(search)
-            .with_tf32(false)
-            .build()
-            .error_on_failure()
-    };
+    let cuda = |id: i32| cuda(id, plan);
     Ok(match device {
         Device::Cpu => Vec::new(),
         Device::Cuda(id) => vec![cuda(id)],

@@ -524,10 +524,9 @@ fn floats(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
     v.iter().all(|x| x.is_finite()).then_some(v)
 }
 
-/// Runs a third-party reader, turning a panic inside it into an error.
+/// Runs a third-party reader, turning a panic inside it into an error (see `guard`).
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|_| "the DICOM reader failed on this file".to_string())
+    crate::guard::guarded(f).ok_or_else(|| "the DICOM reader failed on this file".to_string())
 }
 
 /// An error and its causes on one line.
@@ -1219,9 +1218,44 @@ fn samples_to_f32(
     Ok(())
 }
 
+/// Writes one input of the `dicom_series` fuzz target (files separated by its separator) into
+/// `dir`, as the target does.
+#[cfg(test)]
+pub(crate) fn write_fuzz_input(dir: &Path, input: &[u8]) {
+    const SEPARATOR: &[u8] = b"\n--stochseg-fuzz-next-file--\n";
+    let mut rest = input;
+    for i in 0.. {
+        let at = rest.windows(SEPARATOR.len()).position(|w| w == SEPARATOR);
+        let end = at.unwrap_or(rest.len());
+        std::fs::write(dir.join(format!("{i:03}.dcm")), &rest[..end]).unwrap();
+        match at {
+            Some(at) => rest = &rest[at + SEPARATOR.len()..],
+            None => break,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `dicom_series` fuzz target (fuzz/regressions/dicom_series/panic-rle-decode):
+    /// RLE Lossless pixel data whose segment offsets point outside the fragment made dicom-rs's
+    /// decoder index out of bounds. The series is refused with an error, not a panic.
+    #[test]
+    fn a_panicking_pixel_decoder_gives_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write_fuzz_input(
+            dir.path(),
+            include_bytes!("../../fuzz/regressions/dicom_series/panic-rle-decode"),
+        );
+        let scan = scan(dir.path()).unwrap();
+        let rule = default_rule("t1n");
+        let files = choose(&scan, "t1n", rule.as_ref(), true).unwrap();
+        let series = prepare(dir.path(), files).unwrap();
+        let e = read_volume(&series, 1 << 16).unwrap_err().to_string();
+        assert!(e.contains("the DICOM reader failed on this file"), "{e}");
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9

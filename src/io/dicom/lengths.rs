@@ -506,25 +506,13 @@ mod tests {
     /// before this check existed. Scanning them must fail fast with a length error.
     #[test]
     fn fuzz_regressions_fail_without_allocating() {
-        const SEPARATOR: &[u8] = b"\n--stochseg-fuzz-next-file--\n";
         let inputs: [&[u8]; 2] = [
             include_bytes!("../../../fuzz/regressions/dicom_series/oom-meta-group-length"),
             include_bytes!("../../../fuzz/regressions/dicom_series/oom-element-length"),
         ];
         for input in inputs {
             let dir = tempfile::tempdir().unwrap();
-            let mut rest = input;
-            let mut i = 0;
-            loop {
-                let at = rest.windows(SEPARATOR.len()).position(|w| w == SEPARATOR);
-                let end = at.unwrap_or(rest.len());
-                std::fs::write(dir.path().join(format!("{i:03}.dcm")), &rest[..end]).unwrap();
-                i += 1;
-                match at {
-                    Some(at) => rest = &rest[at + SEPARATOR.len()..],
-                    None => break,
-                }
-            }
+            crate::io::dicom::write_fuzz_input(dir.path(), input);
             let e = crate::io::dicom::scan(dir.path()).unwrap_err().to_string();
             assert!(e.contains("claims"), "{e}");
         }
