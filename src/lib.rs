@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod figures;
 pub mod infer;
 pub mod io;
+pub mod lesionwise;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;
