@@ -81,24 +81,55 @@ fn union(parent: &mut [u32], a: u32, b: u32) -> u32 {
 
 /// Neighbours already visited in raster order, for 6, 18 or 26 connectivity.
 fn backward_offsets(connectivity: u8) -> Vec<(isize, isize, isize)> {
+    neighbour_offsets(connectivity)
+        .into_iter()
+        .filter(|&o| o < (0, 0, 0))
+        .collect()
+}
+
+/// All neighbour offsets `(dz, dy, dx)` of 6, 18 or 26 connectivity (anything else counts as
+/// 26), in raster order.
+fn neighbour_offsets(connectivity: u8) -> Vec<(isize, isize, isize)> {
     let mut out = Vec::new();
     for dz in -1..=1isize {
         for dy in -1..=1isize {
             for dx in -1..=1isize {
                 let manhattan = dz.abs() + dy.abs() + dx.abs();
-                let backward = (dz, dy, dx) < (0, 0, 0);
                 let allowed = match connectivity {
                     6 => manhattan == 1,
                     18 => manhattan <= 2,
                     _ => manhattan <= 3,
                 };
-                if backward && manhattan > 0 && allowed {
+                if manhattan > 0 && allowed {
                     out.push((dz, dy, dx));
                 }
             }
         }
     }
     out
+}
+
+/// `mask` dilated `iterations` times by the 3x3x3 structure of `connectivity` (6, 18 or 26, plus
+/// the centre); nothing outside the grid is set. As `scipy.ndimage.binary_dilation` with
+/// `generate_binary_structure(3, 1 | 2 | 3)` and `iterations >= 1` (0 here returns the mask).
+pub fn dilate(mask: ArrayView3<bool>, connectivity: u8, iterations: usize) -> Array3<bool> {
+    let offsets = neighbour_offsets(connectivity);
+    let (nz, ny, nx) = mask.dim();
+    let inside = |p: isize, n: usize| (0..n as isize).contains(&p);
+    let mut current = mask.to_owned();
+    for _ in 0..iterations {
+        let mut next = current.clone();
+        for ((z, y, x), _) in current.indexed_iter().filter(|(_, &v)| v) {
+            for &(dz, dy, dx) in &offsets {
+                let (qz, qy, qx) = (z as isize + dz, y as isize + dy, x as isize + dx);
+                if inside(qz, nz) && inside(qy, ny) && inside(qx, nx) {
+                    next[[qz as usize, qy as usize, qx as usize]] = true;
+                }
+            }
+        }
+        current = next;
+    }
+    current
 }
 
 /// Voxel counts per label (index 0 = background).
@@ -359,6 +390,24 @@ mod tests {
         assert_eq!(label(m.view(), 6).1, 3);
         assert_eq!(label(m.view(), 18).1, 2);
         assert_eq!(label(m.view(), 26).1, 1);
+    }
+
+    #[test]
+    fn dilation_follows_the_structure() {
+        let m = mask_from(&[(2, 2, 2)], (5, 5, 5));
+        // 18-neighbourhood: the 3x3x3 cube less its 8 corners, then L1 <= 4 within Chebyshev 2
+        assert_eq!(dilate(m.view(), 18, 1).iter().filter(|&&v| v).count(), 19);
+        let twice = dilate(m.view(), 18, 2);
+        assert!(twice[[0, 0, 2]] && !twice[[0, 0, 0]] && twice[[1, 1, 1]]);
+        assert_eq!(dilate(m.view(), 6, 1).iter().filter(|&&v| v).count(), 7);
+        assert_eq!(dilate(m.view(), 26, 2).iter().filter(|&&v| v).count(), 125);
+        assert_eq!(dilate(m.view(), 18, 0), m);
+        // clipped at the border
+        let corner = mask_from(&[(0, 0, 0)], (3, 3, 3));
+        assert_eq!(
+            dilate(corner.view(), 26, 1).iter().filter(|&&v| v).count(),
+            8
+        );
     }
 
     #[test]

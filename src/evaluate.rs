@@ -5,11 +5,13 @@
 //! report's `case.id`, `{folder}` the run's folder name) names each case's BraTS label map. Label
 //! maps are compared voxel for voxel on their own grid (they must have the same shape).
 //!
-//! Per case: whole-tumor Dice (`labels > 0` vs `seg > 0`; 1 when both are empty) and lesion-wise
-//! detection as in BraTS 2024 but without its GT dilation: GT lesions are the 26-connected
-//! components of `seg > 0`; a predicted blob is a true positive when at least one of its voxels
-//! lies in a GT lesion (`seg > 0`), else a false positive; a GT lesion is detected when any
-//! predicted blob overlaps it.
+//! Per case: whole-tumor Dice (`labels > 0` vs `seg > 0`; 1 when both are empty) and the BraTS
+//! 2023/2024 lesion-wise rule on the whole tumor ([`crate::lesionwise`]: GT dilation
+//! `gt_dilation`, lesions of at most `min_volume_mm3` left out, the voxel volume from the GT's
+//! affine): lesion-wise Dice, true/false positives, false negatives and sensitivity. A predicted
+//! blob is true when at least one of its voxels lies in the GT dilated `gt_dilation` times (the
+//! union of every lesion's own dilation), else false; with 26-connected blobs (the default) a
+//! blob is true exactly when its prediction component matches a lesion, small ones included.
 //!
 //! Blob confidence as a detector of true blobs, pooled over the cohort: ROC AUC (Mann-Whitney,
 //! ties count one half), average precision (as scikit-learn defines it: the sum over distinct
@@ -19,7 +21,7 @@
 //! calibration table of `mean_probability` in equal bins of [0, 1]. Scores: the stochastic
 //! `mean_logit`, and the `comparison.blobs[].deterministic_mean_logit` when every case has it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, Zip};
@@ -29,6 +31,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::io::{nifti, InputError};
+use crate::lesionwise::{self, LesionRule};
 use crate::output::OutputError;
 
 /// What to evaluate and how.
@@ -42,6 +45,7 @@ pub struct EvaluateOptions {
     pub bootstrap: usize,
     pub seed: u64,
     pub calibration_bins: usize,
+    pub lesion_rule: LesionRule,
 }
 
 impl EvaluateOptions {
@@ -54,6 +58,7 @@ impl EvaluateOptions {
             bootstrap: 1000,
             seed: 0,
             calibration_bins: 10,
+            lesion_rule: LesionRule::default(),
         }
     }
 }
@@ -63,8 +68,17 @@ pub struct CaseResult {
     pub folder: String,
     pub case: String,
     pub dice: f64,
+    /// GT lesions under the rule's dilation, small ones included.
     pub gt_lesions: usize,
-    pub detected_lesions: usize,
+    /// Lesions of at most `lesion_min_volume_mm3`, left out of the lesion-wise score.
+    pub small_lesions: usize,
+    pub lesion_tp: usize,
+    pub lesion_fn: usize,
+    pub lesion_fp: usize,
+    pub lesion_dice: f64,
+    pub lesion_sensitivity: Option<f64>,
+    pub gt_dilation: usize,
+    pub lesion_min_volume_mm3: f64,
     pub blobs: usize,
     pub true_blobs: usize,
     pub false_blobs: usize,
@@ -109,6 +123,8 @@ pub struct CalibrationBin {
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
     pub rule: String,
+    pub gt_dilation: usize,
+    pub lesion_min_volume_mm3: f64,
     pub cases: Vec<CaseResult>,
     pub totals: Totals,
     pub detectors: Vec<Detector>,
@@ -121,15 +137,29 @@ pub struct Evaluation {
 pub struct Totals {
     pub cases: usize,
     pub mean_dice: f64,
+    pub mean_lesion_dice: f64,
     pub gt_lesions: usize,
-    pub detected_lesions: usize,
+    pub small_lesions: usize,
+    pub lesion_tp: usize,
+    pub lesion_fn: usize,
+    pub lesion_fp: usize,
     pub blobs: usize,
     pub true_blobs: usize,
     pub false_blobs: usize,
 }
 
-const RULE: &str = "blob is true when any voxel lies in seg > 0 (no GT dilation); GT lesions are \
-                    26-connected components of seg > 0";
+/// The lesion-wise rule and blob truth in words, with the rule's parameters.
+fn rule_text(rule: &LesionRule) -> String {
+    format!(
+        "BraTS 2023/2024 lesion-wise, whole tumor: GT lesions are the 26-connected components of \
+         seg > 0 dilated {d} times (18-neighbourhood), each keeping its own GT voxels; a 26-connected \
+         prediction component matches every lesion whose own {d}-times dilation it touches, else it \
+         is a false positive; lesions of at most {v} mm3 leave the score; a blob is true when any \
+         voxel lies in seg > 0 dilated {d} times",
+        d = rule.gt_dilation,
+        v = rule.min_volume_mm3
+    )
+}
 
 /// Evaluates the cohort and writes `evaluation.yaml`, `evaluation-cases.csv` and
 /// `evaluation-blobs.csv` into `opts.out`.
@@ -188,8 +218,8 @@ fn evaluate_case(
             .replace("{case}", &case_id)
             .replace("{folder}", &folder_name),
     );
-    let labels = read_labels(&folder.join("labels.nii.gz"))?;
-    let gt = read_labels(&gt_path)?;
+    let (labels, _) = read_labels(&folder.join("labels.nii.gz"))?;
+    let (gt, voxel_volume_mm3) = read_labels(&gt_path)?;
     if labels.dim() != gt.dim() {
         return Err(format_error(
             &gt_path,
@@ -202,25 +232,75 @@ fn evaluate_case(
         )
         .into());
     }
-    let gt_mask = gt.mapv(|v| v > 0);
-    let (lesions, n_lesions) = crate::blobs::label(gt_mask.view(), 26);
-    let mut detected = vec![false; n_lesions + 1];
-    let mut overlap: BTreeMap<u32, usize> = BTreeMap::new();
-    let (mut both, mut pred, mut truth) = (0usize, 0usize, 0usize);
-    Zip::from(&labels).and(&lesions).for_each(|&l, &lesion| {
-        pred += usize::from(l > 0);
-        truth += usize::from(lesion > 0);
-        if l > 0 && lesion > 0 {
-            both += 1;
-            detected[lesion as usize] = true;
-            *overlap.entry(l).or_default() += 1;
-        }
+    let rule = &opts.lesion_rule;
+    let pred = labels.mapv(|l| l > 0);
+    let lesions = lesionwise::group(gt.mapv(|v| v > 0).view(), rule.gt_dilation);
+    let scores = lesionwise::score(&lesions, pred.view(), voxel_volume_mm3, rule);
+    let found = blob_results(
+        &report,
+        &report_path,
+        &case_id,
+        &labels,
+        &gt,
+        &lesions.dilated,
+    )?;
+    let true_blobs = found.iter().filter(|b| b.is_true).count();
+    let case = CaseResult {
+        folder: folder_name,
+        case: case_id,
+        dice: dice(&labels, &gt),
+        gt_lesions: scores.gt_lesions,
+        small_lesions: scores.small_lesions,
+        lesion_tp: scores.true_positives,
+        lesion_fn: scores.false_negatives,
+        lesion_fp: scores.false_positives,
+        lesion_dice: scores.dice,
+        lesion_sensitivity: scores.sensitivity,
+        gt_dilation: rule.gt_dilation,
+        lesion_min_volume_mm3: rule.min_volume_mm3,
+        blobs: found.len(),
+        true_blobs,
+        false_blobs: found.len() - true_blobs,
+    };
+    Ok((case, found))
+}
+
+/// Whole-tumor Dice of two label maps; 1 when both are empty.
+fn dice(labels: &Array3<u32>, gt: &Array3<u32>) -> f64 {
+    let (mut both, mut total) = (0usize, 0usize);
+    Zip::from(labels).and(gt).for_each(|&l, &g| {
+        both += usize::from(l > 0 && g > 0);
+        total += usize::from(l > 0) + usize::from(g > 0);
     });
-    let dice = if pred + truth == 0 {
+    if total == 0 {
         1.0
     } else {
-        2.0 * both as f64 / (pred + truth) as f64
-    };
+        2.0 * both as f64 / total as f64
+    }
+}
+
+/// The report's blobs with their voxels in `seg > 0` and their truth (a voxel in `near_gt`).
+fn blob_results(
+    report: &serde_json::Value,
+    report_path: &Path,
+    case_id: &str,
+    labels: &Array3<u32>,
+    gt: &Array3<u32>,
+    near_gt: &Array3<bool>,
+) -> Result<Vec<BlobResult>, Error> {
+    let mut overlap: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut near: BTreeSet<u32> = BTreeSet::new();
+    Zip::from(labels)
+        .and(gt)
+        .and(near_gt)
+        .for_each(|&l, &g, &n| {
+            if l > 0 && g > 0 {
+                *overlap.entry(l).or_default() += 1;
+            }
+            if l > 0 && n {
+                near.insert(l);
+            }
+        });
     let deterministic: BTreeMap<u64, f64> = report["comparison"]["blobs"]
         .as_array()
         .map(|rows| {
@@ -233,38 +313,28 @@ fn evaluate_case(
     for b in report["blobs"].as_array().into_iter().flatten() {
         let id = b["id"]
             .as_u64()
-            .ok_or_else(|| format_error(&report_path, "a blob has no integer id"))?;
-        let overlap_voxels = overlap.get(&(id as u32)).copied().unwrap_or(0);
+            .ok_or_else(|| format_error(report_path, "a blob has no integer id"))?;
         found.push(BlobResult {
-            case: case_id.clone(),
+            case: case_id.to_string(),
             id: id as u32,
             voxels: b["voxels"].as_u64().unwrap_or(0) as usize,
-            overlap_voxels,
-            is_true: overlap_voxels > 0,
+            overlap_voxels: overlap.get(&(id as u32)).copied().unwrap_or(0),
+            is_true: near.contains(&(id as u32)),
             mean_logit: b["mean_logit"].as_f64().unwrap_or(f64::NAN),
             mean_probability: b["mean_probability"].as_f64().unwrap_or(f64::NAN),
             deterministic_mean_logit: deterministic.get(&id).copied(),
         });
     }
-    let true_blobs = found.iter().filter(|b| b.is_true).count();
-    let case = CaseResult {
-        folder: folder_name,
-        case: case_id,
-        dice,
-        gt_lesions: n_lesions,
-        detected_lesions: detected.iter().filter(|&&d| d).count(),
-        blobs: found.len(),
-        true_blobs,
-        false_blobs: found.len() - true_blobs,
-    };
-    Ok((case, found))
+    Ok(found)
 }
 
-fn read_labels(path: &Path) -> Result<Array3<u32>, Error> {
+/// A label map as whole numbers (values at most 0.5 are 0) and its voxel volume in mm³.
+fn read_labels(path: &Path) -> Result<(Array3<u32>, f64), Error> {
     let image = nifti::read_volume(path, usize::MAX)?;
-    Ok(image
+    let labels = image
         .data
-        .mapv(|v| if v > 0.5 { v.round() as u32 } else { 0 }))
+        .mapv(|v| if v > 0.5 { v.round() as u32 } else { 0 });
+    Ok((labels, image.geometry.voxel_volume_mm3()))
 }
 
 fn summarize(cases: Vec<CaseResult>, blobs: &[BlobResult], opts: &EvaluateOptions) -> Evaluation {
@@ -284,14 +354,20 @@ fn summarize(cases: Vec<CaseResult>, blobs: &[BlobResult], opts: &EvaluateOption
     let totals = Totals {
         cases: n,
         mean_dice: cases.iter().map(|c| c.dice).sum::<f64>() / n.max(1) as f64,
+        mean_lesion_dice: cases.iter().map(|c| c.lesion_dice).sum::<f64>() / n.max(1) as f64,
         gt_lesions: cases.iter().map(|c| c.gt_lesions).sum(),
-        detected_lesions: cases.iter().map(|c| c.detected_lesions).sum(),
+        small_lesions: cases.iter().map(|c| c.small_lesions).sum(),
+        lesion_tp: cases.iter().map(|c| c.lesion_tp).sum(),
+        lesion_fn: cases.iter().map(|c| c.lesion_fn).sum(),
+        lesion_fp: cases.iter().map(|c| c.lesion_fp).sum(),
         blobs: blobs.len(),
         true_blobs: truth.iter().filter(|&&t| t).count(),
         false_blobs: truth.iter().filter(|&&t| !t).count(),
     };
     Evaluation {
-        rule: RULE.into(),
+        rule: rule_text(&opts.lesion_rule),
+        gt_dilation: opts.lesion_rule.gt_dilation,
+        lesion_min_volume_mm3: opts.lesion_rule.min_volume_mm3,
         cases,
         totals,
         detectors,

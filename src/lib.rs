@@ -15,6 +15,7 @@ pub mod figures;
 pub mod guard;
 pub mod infer;
 pub mod io;
+pub mod lesionwise;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;

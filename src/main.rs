@@ -53,8 +53,8 @@ enum Command {
         /// Folder holding one output folder per case.
         out_dir: PathBuf,
     },
-    /// Evaluate a cohort of finished runs against ground truth: whole-tumor Dice, lesion-wise
-    /// detection, and blob confidence as a detector (ROC AUC, AP, bootstrap CIs, calibration,
+    /// Evaluate a cohort of finished runs against ground truth: whole-tumor Dice, the BraTS
+    /// 2023/2024 lesion-wise rule (GT dilation, small lesions left out), and blob confidence as a detector (ROC AUC, AP, bootstrap CIs, calibration,
     /// Youden threshold); writes evaluation.yaml and CSVs.
     Evaluate(EvaluateArgs),
     /// Print a model's inputs, outputs and metadata.
@@ -88,6 +88,14 @@ struct EvaluateArgs {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Lesion-wise rule: dilations of the GT (18-neighbourhood) that group nearby GT components
+    /// into one lesion and decide matches (BraTS: 3 glioma/SSA/paediatric, 1 meningioma/metastases).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    gt_dilation: usize,
+    /// Lesion-wise rule: GT lesions of at most this volume leave the score (BraTS: 50, 2 for
+    /// metastases).
+    #[arg(long, default_value_t = 50.0, value_name = "MM3")]
+    lesion_min_volume_mm3: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -296,11 +304,22 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Evaluate(args) => {
+            let v = args.lesion_min_volume_mm3;
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "--lesion-min-volume-mm3 {v}: expected a finite volume >= 0"
+                ))
+                .into());
+            }
             let mut opts =
                 stochseg::evaluate::EvaluateOptions::new(args.cohort.clone(), args.gt.clone());
             opts.gt_pattern = args.gt_pattern.clone();
             opts.bootstrap = args.bootstrap;
             opts.seed = args.seed;
+            opts.lesion_rule = stochseg::lesionwise::LesionRule {
+                gt_dilation: args.gt_dilation,
+                min_volume_mm3: args.lesion_min_volume_mm3,
+            };
             if let Some(out) = &args.out {
                 opts.out = out.clone();
             }
@@ -311,6 +330,7 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
                 blobs = t.blobs,
                 true_blobs = t.true_blobs,
                 mean_dice = t.mean_dice,
+                mean_lesion_dice = t.mean_lesion_dice,
                 "cohort evaluated"
             );
             for f in files {

@@ -30,9 +30,9 @@ def cube(a, lo, hi, value):
     a[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = value
 
 
-def save(path: Path, data: np.ndarray):
+def save(path: Path, data: np.ndarray, spacing=(1.0, 1.0, 1.0)):
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data.astype(np.int32), np.eye(4)), str(path))
+    nib.save(nib.Nifti1Image(data.astype(np.int32), np.diag([*spacing, 1.0])), str(path))
 
 
 # (GT lesions as (lo, hi, label)), (blobs as (lo, hi, mean_logit, deterministic, true?))
@@ -47,8 +47,12 @@ CASES = {
               [((6, 6, 6), (8, 8, 8), 4.0, 4.5, True),
                ((14, 14, 14), (16, 16, 16), 1.0, 2.5, False)]),
 }
-KNOWN = {"SYN-A": dict(gt_lesions=3, detected_lesions=2, true_blobs=2, false_blobs=2),
-         "SYN-B": dict(gt_lesions=1, detected_lesions=1, true_blobs=1, false_blobs=1)}
+# SYN-A's cubes are 27 mm3; under 3 dilations its labels 2 and 3 (2 voxels apart along i and k)
+# form one 54 mm3 lesion, label 1 leaves the lesion-wise score (default threshold 50)
+KNOWN = {"SYN-A": dict(gt_lesions=2, small_lesions=1, lesion_tp=1, lesion_fn=0, lesion_fp=2,
+                       lesion_dice=(2 * 8 / (54 + 8)) / 3, true_blobs=2, false_blobs=2),
+         "SYN-B": dict(gt_lesions=1, small_lesions=0, lesion_tp=1, lesion_fn=0, lesion_fp=1,
+                       lesion_dice=(2 * 8 / (64 + 8)) / 2, true_blobs=1, false_blobs=1)}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +85,7 @@ def test_known_counts_are_recovered(synthetic):
     by_case = {c["case"]: c for c in ev["cases"]}
     for case, known in KNOWN.items():
         for key, value in known.items():
-            assert by_case[case][key] == value, (case, key)
+            assert by_case[case][key] == pytest.approx(value, abs=1e-12), (case, key)
     rows = list(csv.DictReader((cohort / "evaluation-blobs.csv").open()))
     truth = {(r["case"], int(r["id"])): r["is_true"] == "true" for r in rows}
     for case, (_, blobs) in CASES.items():
@@ -134,8 +138,9 @@ def test_a_real_run_end_to_end(tmp_path):
     ref = reference_module().reference(cohort, CASE_DIR, "{case}-seg.nii.gz")
     (case,) = ev["cases"]
     assert case["dice"] == pytest.approx(ref["cases"][0]["dice"], abs=1e-12)
-    assert case["gt_lesions"] == ref["cases"][0]["gt_lesions"]
-    assert case["detected_lesions"] == ref["cases"][0]["detected_lesions"]
+    for key in LESION_KEYS:
+        assert case[key] == ref["cases"][0][key], key
+    assert case["lesion_dice"] == pytest.approx(ref["cases"][0]["lesion_dice"], abs=1e-9)
     assert case["blobs"] == len(run.report["blobs"])
     assert case["true_blobs"] == ref["cases"][0]["true_blobs"]
 
@@ -145,3 +150,100 @@ def test_missing_ground_truth_is_an_input_error(synthetic, tmp_path):
     proc = stochseg("evaluate", cohort, "--gt", tmp_path / "nowhere", "--out", tmp_path / "o")
     assert proc.returncode == 3, proc.stderr
     assert "nowhere" in proc.stderr
+
+
+# Lesion-wise rule with GT dilation: (spacing_mm, GT cubes (lo, hi), blobs (lo, hi)), nibabel
+# (i, j, k) indices, hi exclusive.
+DILATION_CASES = {
+    # A and B 2 voxels apart (one lesion from 1 dilation on); C with a blob 2 voxels past it
+    # (touches C's 3-times dilation, not C); D 27 mm3 (small) under a blob; a far blob
+    "DIL-A": ((1.0, 1.0, 1.0),
+              [((2, 2, 2), (6, 6, 6)), ((2, 2, 8), (6, 6, 12)), ((2, 2, 20), (6, 6, 24)),
+               ((14, 14, 30), (17, 17, 33))],
+              [((2, 2, 2), (6, 6, 6)), ((2, 2, 26), (4, 4, 28)), ((14, 14, 30), (16, 16, 32)),
+               ((18, 2, 2), (20, 4, 4))]),
+    # 2 mm3 voxels: E 27 voxels = 54 mm3 (kept, missed), F 64 voxels half covered, G 16 mm3
+    "DIL-B": ((1.0, 1.0, 2.0),
+              [((4, 4, 4), (7, 7, 7)), ((14, 14, 14), (18, 18, 18)), ((2, 18, 2), (4, 20, 4))],
+              [((14, 14, 14), (18, 18, 16))]),
+    "DIL-EMPTY": ((1.0, 1.0, 1.0), [], []),
+}
+# by hand: (gt_lesions, small_lesions, tp, fn, fp, lesion Dice, blob truth) per rule
+DILATION_KNOWN = {
+    (3, 50.0): {"DIL-A": (3, 1, 2, 0, 1, (2 * 64 / 192) / 3, [True, True, True, False]),
+                "DIL-B": (3, 1, 1, 1, 0, (2 * 32 / 96) / 2, [True]),
+                "DIL-EMPTY": (0, 0, 0, 0, 0, 1.0, [])},
+    (0, 50.0): {"DIL-A": (4, 1, 1, 2, 2, 1 / 5, [True, False, True, False]),
+                "DIL-B": (3, 1, 1, 1, 0, (2 * 32 / 96) / 2, [True]),
+                "DIL-EMPTY": (0, 0, 0, 0, 0, 1.0, [])},
+}
+LESION_KEYS = ("gt_lesions", "small_lesions", "lesion_tp", "lesion_fn", "lesion_fp")
+
+
+@pytest.fixture(scope="module")
+def dilation_cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dilation")
+    cohort, gt_dir = root / "cohort", root / "gt"
+    for case, (spacing, lesions, blobs) in DILATION_CASES.items():
+        gt, labels = np.zeros((24, 24, 40)), np.zeros((24, 24, 40))
+        for lo, hi in lesions:
+            cube(gt, lo, hi, 2)
+        entries = []
+        for i, (lo, hi) in enumerate(blobs, start=1):
+            cube(labels, lo, hi, i)
+            entries.append({"id": i, "voxels": int(np.prod(np.subtract(hi, lo))),
+                            "mean_logit": float(i), "mean_probability": 0.5})
+        save(gt_dir / case / f"{case}-seg.nii.gz", gt, spacing)
+        save(cohort / case / "labels.nii.gz", labels, spacing)
+        (cohort / case / "report.json").write_text(json.dumps(
+            {"case": {"id": case}, "blobs": entries}))
+    return cohort, gt_dir
+
+
+def evaluate_with(cohort, gt_dir, out, dilation, volume):
+    proc = stochseg("evaluate", cohort, "--gt", gt_dir, "--out", out, "--bootstrap", "10",
+                    "--gt-dilation", str(dilation), "--lesion-min-volume-mm3", str(volume))
+    assert proc.returncode == 0, proc.stderr
+    return load_yaml((out / "evaluation.yaml").read_text())
+
+
+@pytest.mark.parametrize("dilation,volume", [(3, 50.0), (0, 50.0), (1, 20.0), (2, 60.0)])
+def test_lesion_wise_rule_equals_the_scipy_reference(dilation_cohort, tmp_path, dilation, volume):
+    cohort, gt_dir = dilation_cohort
+    ev = evaluate_with(cohort, gt_dir, tmp_path, dilation, volume)
+    ref = reference_module().reference(cohort, gt_dir, gt_dilation=dilation,
+                                       min_volume_mm3=volume)
+    assert (ev["gt_dilation"], ev["lesion_min_volume_mm3"]) == (dilation, volume)
+    assert f"dilated {dilation} times" in ev["rule"]
+    assert [c["case"] for c in ev["cases"]] == [c["case"] for c in ref["cases"]]
+    for mine, theirs in zip(ev["cases"], ref["cases"]):
+        for key in LESION_KEYS + ("true_blobs",):
+            assert mine[key] == theirs[key], (mine["case"], key)
+        assert mine["lesion_dice"] == pytest.approx(theirs["lesion_dice"], abs=1e-9)
+        if theirs["lesion_sensitivity"] is None:
+            assert mine["lesion_sensitivity"] is None
+        else:
+            assert mine["lesion_sensitivity"] == pytest.approx(theirs["lesion_sensitivity"])
+    rows = list(csv.DictReader((tmp_path / "evaluation-blobs.csv").open()))
+    assert [r["is_true"] == "true" for r in rows] == [b["true"] for b in ref["blobs"]]
+    known = DILATION_KNOWN.get((dilation, volume))
+    for c in ev["cases"] if known else []:
+        *counts, lesion_dice, truth = known[c["case"]]
+        assert [c[k] for k in LESION_KEYS] == counts, c["case"]
+        assert c["lesion_dice"] == pytest.approx(lesion_dice, abs=1e-12), c["case"]
+        assert [r["is_true"] == "true" for r in rows if r["case"] == c["case"]] == truth
+    t = ev["totals"]
+    for key in LESION_KEYS:
+        assert t[key] == sum(c[key] for c in ev["cases"]), key
+    case_rows = list(csv.DictReader((tmp_path / "evaluation-cases.csv").open()))
+    assert {(int(r["gt_dilation"]), float(r["lesion_min_volume_mm3"])) for r in case_rows} \
+        == {(dilation, volume)}
+
+
+@pytest.mark.parametrize("volume", ["-1", "nan", "inf"])
+def test_a_bad_lesion_volume_is_a_usage_error(dilation_cohort, tmp_path, volume):
+    cohort, gt_dir = dilation_cohort
+    proc = stochseg("evaluate", cohort, "--gt", gt_dir, "--out", tmp_path,
+                    f"--lesion-min-volume-mm3={volume}")
+    assert proc.returncode == 2, proc.stderr
+    assert "--lesion-min-volume-mm3" in proc.stderr
