@@ -216,7 +216,7 @@ pub fn trt_cache_dir(
 /// Path, size and modification time of the first library named `prefix*` in `dirs`.
 fn library_identity(dirs: &[PathBuf], prefix: &str) -> String {
     for dir in dirs {
-        if let Some(path) = find_library(dir, prefix) {
+        if let Some(path) = crate::infer::runtime::newest_library(dir, prefix) {
             let meta = std::fs::metadata(&path).ok();
             let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
             let mtime = meta
@@ -230,20 +230,6 @@ fn library_identity(dirs: &[PathBuf], prefix: &str) -> String {
         }
     }
     "system".to_string()
-}
-
-fn find_library(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix))
-        })
-        .collect();
-    found.sort();
-    found.pop()
 }
 
 /// Folders that may hold the CUDA, cuDNN and TensorRT libraries: `$STOCHSEG_GPU_LIB_PATH`

@@ -19,6 +19,7 @@ pub struct Runtime {
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+const ORT_LIBRARY: &str = "libonnxruntime.so";
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
 
 /// Candidate library paths, in search order, each with where it came from. An explicit choice
@@ -38,7 +39,7 @@ pub fn candidates(flag: Option<&Path>) -> Vec<(String, PathBuf)> {
         for d in [dir.clone(), dir.join("lib")] {
             out.push((
                 "next to the binary".to_string(),
-                newest_library(&d).unwrap_or(d.join("libonnxruntime.so")),
+                newest_library(&d, ORT_LIBRARY).unwrap_or(d.join(ORT_LIBRARY)),
             ));
         }
     }
@@ -46,7 +47,7 @@ pub fn candidates(flag: Option<&Path>) -> Vec<(String, PathBuf)> {
     for (origin, capi) in checkout.chain(python_package_dirs()) {
         out.push((
             origin,
-            newest_library(&capi).unwrap_or(capi.join("libonnxruntime.so.*")),
+            newest_library(&capi, ORT_LIBRARY).unwrap_or(capi.join("libonnxruntime.so.*")),
         ));
     }
     out
@@ -102,24 +103,28 @@ fn python_package_dirs() -> Vec<(String, PathBuf)> {
     dirs
 }
 
-/// The `libonnxruntime.so*` with the highest version in `dir`.
-fn newest_library(dir: &Path) -> Option<PathBuf> {
+/// The file in `dir` whose name starts with `prefix` (`libonnxruntime.so`, `libnvinfer.so`) with
+/// the highest version after the prefix (`.1.31.1`, compared number by number; none is lowest).
+pub(crate) fn newest_library(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    let version = |p: &PathBuf| -> Vec<u32> {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        name.strip_prefix(prefix)
+            .unwrap_or_default()
+            .split('.')
+            .filter(|x| !x.is_empty())
+            .map(|x| x.parse::<u32>().unwrap_or(0))
+            .collect()
+    };
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+                .is_some_and(|n| n.starts_with(prefix))
         })
         .collect();
-    found.sort_by_key(|p| {
-        version_of(p).map(|v| {
-            v.split('.')
-                .map(|x| x.parse::<u32>().unwrap_or(0))
-                .collect::<Vec<_>>()
-        })
-    });
+    found.sort_by_key(version);
     found.pop()
 }
 
@@ -221,5 +226,22 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].1, capi);
         assert!(checkout_venv_dirs(&capi).is_empty());
+    }
+
+    #[test]
+    fn the_newest_library_is_chosen_by_version_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "libonnxruntime.so",
+            "libonnxruntime.so.1.9.0",
+            "libonnxruntime.so.1.31.1",
+            "libonnxruntime.so.1.30.0",
+            "libother.so.9",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let newest = newest_library(dir.path(), ORT_LIBRARY).unwrap();
+        assert!(newest.ends_with("libonnxruntime.so.1.31.1"), "{newest:?}");
+        assert_eq!(newest_library(dir.path(), "libnvinfer.so"), None);
     }
 }

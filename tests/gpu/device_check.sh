@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Device check (issue 4): on a machine with an NVIDIA GPU, run the demo on the CPU and on every
 # GPU provider the available ONNX Runtime has, compare the aggregated logits, and print wall
-# time and passes per second per provider. The noise is drawn on the CPU from the seed, so every
-# provider sees the same noisy inputs and the maps are directly comparable.
+# time and passes per second per provider. The noise is drawn on the host from the seed, so every
+# provider sees the same noisy inputs and the maps are directly comparable. With CUDA it also
+# runs the ensemble with the noise drawn on the GPU (`ensemble.noise_on: device`): a different
+# random stream, so that map is compared with the host-noise one only statistically (printed,
+# not judged; the distribution is tested on the CPU by tests/python/test_device_noise.py).
 #
-# Usage: tests/gpu/device_check.sh [BINARY]      (env: PASSES=10, CASE=demo/..., OUT=out/gpu-check)
+# Usage: tests/gpu/device_check.sh [BINARY]
+#   env: PASSES=10 (comparison runs), TIMING_PASSES (adds 3 x N-pass timing runs on CUDA, host
+#   and device noise), CASE=demo/..., OUT=out/gpu-check
 # Needs a Python with an onnxruntime GPU build (found automatically, or PYTHON=...), numpy, and
 # the CUDA/cuDNN libraries of the NVIDIA wheels in that Python's site-packages (or
 # STOCHSEG_GPU_LIB_PATH). Tolerances: 1e-3 (CUDA, fp32, TF32 off), 5e-2 (TensorRT fp16).
@@ -50,10 +55,16 @@ for so in "$CAPI"/libonnxruntime_providers_cuda.so; do
   [ -f "$so" ] && LD_LIBRARY_PATH=$STOCHSEG_GPU_LIB_PATH ldd "$so" | grep -E "not found" | head -12
 done
 
+# the same pipeline with the noise drawn on the device
+DEVICE_NOISE=$OUT/device-noise.yaml
+sed -e "s|\.\./onnx/|$PWD/onnx/|" -e 's/^  noise_region: volume$/  noise_region: volume\n  noise_on: device/' \
+  "$PIPELINE" >"$DEVICE_NOISE"
+grep -q "noise_on: device" "$DEVICE_NOISE" || { echo "could not write $DEVICE_NOISE"; exit 2; }
+
 run() { # name device [extra args]
   local name=$1 device=$2; shift 2
   local t0=$(date +%s%N)
-  "$BIN" -q run --pipeline "$PIPELINE" --case "$CASE" --out "$OUT/$name" --passes "$PASSES" --device "$device" "$@" >/dev/null 2>"$OUT/$name.err"
+  "$BIN" -q run --pipeline "${RUN_PIPELINE:-$PIPELINE}" --case "$CASE" --out "$OUT/$name" --passes "$PASSES" --device "$device" "$@" >/dev/null 2>"$OUT/$name.err"
   local rc=$?
   local t1=$(date +%s%N)
   if [ $rc -ne 0 ]; then echo "$name: FAILED (exit $rc): $(tail -1 "$OUT/$name.err")"; return $rc; fi
@@ -62,8 +73,9 @@ import json, sys
 r = json.load(open(sys.argv[1])); wall = (int(sys.argv[3]) - int(sys.argv[2])) / 1e9; t = r["timings_s"]
 passes = r["ensemble"]["total_passes"]
 provs = sorted({m["execution_provider"] for m in r["models"]})
-print(f"{sys.argv[4]:<10} wall {wall:7.1f} s  ensemble {t['ensemble']:7.1f} s  load_models {t['load_models']:5.1f} s  "
-      f"{passes / t['ensemble']:6.2f} passes/s  blobs {len(r['blobs'])}  providers {','.join(provs)}")
+print(f"{sys.argv[4]:<14} wall {wall:6.1f} s  ensemble {t['ensemble']:6.1f} s  in ORT {t.get('ensemble_onnxruntime', 0):6.1f} s  "
+      f"window {t.get('ensemble_window', 0):5.1f} s  noise {t.get('ensemble_noise', 0):5.1f} s  load_models {t['load_models']:5.1f} s  "
+      f"{passes / t['ensemble']:6.2f} passes/s  blobs {len(r['blobs'])}  noise on {r['ensemble'].get('noise_on', 'host')}  providers {','.join(provs)}")
 PYEOF
 }
 
@@ -74,7 +86,16 @@ if [[ $PROVIDERS == *CUDA* ]]; then
   if run cuda cuda:0; then
     echo -n "cuda vs cpu: "; "$PY" tests/gpu/compare_maps.py "$OUT/cpu" "$OUT/cuda" 1e-3 || status=1
     run cuda-b16 cuda:0 --batch-size 16 && { echo -n "cuda batch 16 vs cpu: "; "$PY" tests/gpu/compare_maps.py "$OUT/cpu" "$OUT/cuda-b16" 1e-3 || status=1; }
-    [ -n "${TIMING_PASSES:-}" ] && PASSES=$TIMING_PASSES run cuda-timing cuda:0 --batch-size 16
+    if RUN_PIPELINE=$DEVICE_NOISE run cuda-devnoise cuda:0 --batch-size 16; then
+      echo -n "cuda device noise vs host noise (different streams; statistical only): "
+      "$PY" tests/gpu/compare_maps.py "$OUT/cuda-b16" "$OUT/cuda-devnoise" 1e9
+    else
+      status=1
+    fi
+    if [ -n "${TIMING_PASSES:-}" ]; then
+      PASSES=$TIMING_PASSES run cuda-timing cuda:0 --batch-size 16
+      PASSES=$TIMING_PASSES RUN_PIPELINE=$DEVICE_NOISE run cuda-devnoise-t cuda:0 --batch-size 16 || status=1
+    fi
   else
     status=1
   fi
