@@ -363,3 +363,35 @@ def test_dicom_and_nifti_channels_on_different_grids_are_refused(series, tmp_pat
     assert "channel t1c is on a different grid than" in line, line
     assert meta["channels"]["t1n"]["folder"] in line, line
     assert not out.exists()
+
+
+def test_a_reader_panic_on_a_hostile_file_is_one_quiet_error_line(tmp_path):
+    """fuzz/regressions/dicom_series/panic-rle-decode (found by the fuzzer): RLE pixel data that
+    makes dicom-rs's decoder panic. The run is refused with exit 3 and one error line naming the
+    file; the caught panic prints nothing (no 'panicked at' on stderr). A one-channel pipeline
+    with a one-channel model reaches the pixel data without a second series."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "D", "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "D", "H", "W"])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "one", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "one.onnx"))
+    folder = tmp_path / "t1n"
+    folder.mkdir()
+    data = (FIXTURES.parent.parent / "fuzz" / "regressions" / "dicom_series"
+            / "panic-rle-decode").read_bytes()
+    for i, part in enumerate(data.split(b"\n--stochseg-fuzz-next-file--\n")):
+        (folder / f"{i:03}.dcm").write_bytes(part)
+    cfg = write_config(tmp_path / "one.yaml",
+                       [{"path": str(tmp_path / "one.onnx"), "patch_size": [16, 32, 32]}],
+                       {"channels": ["t1n"], "ensemble": {"mode": "deterministic"}})
+    out = tmp_path / "out"
+    proc = stochseg("run", "--pipeline", cfg, "--input", f"t1n={folder}", "--out", out)
+    assert proc.returncode == 3, proc.stderr
+    line = error_line(proc)
+    assert "the DICOM reader failed on this file" in line and str(folder) in line, line
+    assert "panicked" not in proc.stderr, proc.stderr
+    assert not out.exists()
