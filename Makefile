@@ -70,6 +70,8 @@ lint:
 # toolchain the targets are built with AddressSanitizer (`cargo fuzz build`); without, with the
 # same coverage instrumentation on the stable toolchain and no sanitizer.
 FUZZ_SECONDS ?= 60
+# FUZZ_ASAN=no: the stable-toolchain build even where cargo-fuzz and nightly are installed
+FUZZ_ASAN ?= auto
 FUZZ_TARGETS := nifti dicom_series pipeline_config
 FUZZ_TRIPLE = $(shell rustc -vV | sed -n 's/^host: //p')
 FUZZ_BIN = fuzz/target/$(FUZZ_TRIPLE)/release
@@ -78,7 +80,8 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
   -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
 
 fuzz-build:
-	if cargo +nightly fuzz --version >/dev/null 2>&1; then \
+	if [ "$(FUZZ_ASAN)" != no ] && rustup toolchain list 2>/dev/null | grep -q '^nightly' \
+	    && cargo +nightly fuzz --version >/dev/null 2>&1; then \
 	  cd fuzz && cargo +nightly fuzz build -O -a; \
 	else \
 	  echo "fuzz-build: no cargo-fuzz/nightly, building without AddressSanitizer" >&2; \

@@ -27,6 +27,10 @@ pub struct EnsembleOptions {
     pub noise_region: NoiseRegion,
     /// Where the noise is drawn: here (the reference) or by the model on its device.
     pub noise_on: NoiseOn,
+    /// Draw the next pass's host noise while the current pass runs, into a second noisy copy of
+    /// the input: worth it on a GPU, where host work is the bottleneck; on the CPU, where ONNX
+    /// Runtime keeps every core busy, it saves little and the copy is memory.
+    pub overlap_noise: bool,
     pub window: WindowOptions,
 }
 
@@ -53,7 +57,7 @@ pub struct PassDone {
 /// Runs every pass of every model and feeds the aggregator.
 ///
 /// While a pass runs through the model, a helper thread adds the previous pass to the
-/// aggregator and draws the noise of the next one into a second buffer. With noise inside the
+/// aggregator and (with `overlap_noise`) draws the noise of the next one into a second buffer. With noise inside the
 /// brain only, windows without a brain voxel see the same input in every pass: their outputs
 /// are computed in the first pass and reused.
 pub fn run(
@@ -102,8 +106,11 @@ pub fn run(
         let Some(tiling) = tiling.as_mut() else {
             continue;
         };
+        if noisy && !opts.overlap_noise && done > 0 {
+            noise_seconds = timed(|| add_noise(input, brain, opts, m, p, &mut current));
+        }
         let source = if noisy { current.view() } else { input };
-        let upcoming = steps.get(done + 1).filter(|_| noisy);
+        let upcoming = steps.get(done + 1).filter(|_| noisy && opts.overlap_noise);
         let (prediction, inference_seconds, (aggregate_seconds, next_noise_seconds)) =
             std::thread::scope(|scope| {
                 let helper = scope.spawn(|| {
@@ -137,8 +144,10 @@ pub fn run(
             reused: prediction.reused,
         });
         previous = Some((m, prediction.logits));
-        noise_seconds = next_noise_seconds;
-        std::mem::swap(&mut current, &mut next);
+        if opts.overlap_noise {
+            noise_seconds = next_noise_seconds;
+            std::mem::swap(&mut current, &mut next);
+        }
     }
     if let Some((m, logits)) = previous {
         aggregator.add(m, logits.view());
@@ -229,6 +238,7 @@ mod tests {
             seed,
             noise_region: NoiseRegion::Volume,
             noise_on: NoiseOn::Host,
+            overlap_noise: false,
             window: WindowOptions {
                 max_batch_voxels: 1 << 20,
                 overlap: 0.5,

@@ -391,6 +391,9 @@ fn run_ensemble(
         seed: p.ensemble.seed,
         noise_region: p.ensemble.noise_region,
         noise_on: p.ensemble.noise_on,
+        overlap_noise: models
+            .iter()
+            .any(|m| m.device() != crate::infer::providers::Device::Cpu),
         window: WindowOptions {
             overlap: p.inference.overlap,
             weighting: p.inference.weighting,

@@ -309,9 +309,10 @@ fn place(
                     continue;
                 }
                 return Err(ModelError::Provider(format!(
-                    "{}: {} cannot be used: {reason} (run `make setup-gpu`, or allow fallback in the pipeline's execution section, or use --device cpu)",
+                    "{}: {} cannot be used: {reason} ({})",
                     info.path.display(),
-                    device.provider_name()
+                    device.provider_name(),
+                    provider_hint(&reason)
                 )));
             }
         }
@@ -321,6 +322,15 @@ fn place(
         info.path.display(),
         failures.join("; ")
     )))
+}
+
+/// How to get past a provider failure: the driver cannot come from a wheel, the rest can.
+fn provider_hint(reason: &str) -> &'static str {
+    if reason.contains("libcuda.so") {
+        "libcuda.so.1 is the NVIDIA driver: this machine has no usable NVIDIA GPU; allow fallback in the pipeline's execution section, or use --device cpu"
+    } else {
+        "run `make setup-gpu`, or allow fallback in the pipeline's execution section, or use --device cpu"
+    }
 }
 
 /// What the pipeline may assume about a model, derived from its graph, metadata and spec.
@@ -589,6 +599,14 @@ fn logits(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_driver_is_named_as_such() {
+        assert!(
+            provider_hint("libcuda.so.1: cannot open shared object file").contains("NVIDIA driver")
+        );
+        assert!(provider_hint("libcudnn.so.9: cannot open").contains("make setup-gpu"));
+    }
 
     #[test]
     fn triplets() {
