@@ -102,9 +102,9 @@ def crop_shape(box: dict) -> list[int]:
     return [e - s for s, e in zip(box["start_zyx"], box["end_zyx"])]
 
 
-def work(crop_zyx, models: list[dict], passes: int, overlap: float, pads_batches: bool) -> dict:
-    """Windows (patches) per pass per model, model calls, and batch slots actually evaluated
-    (stochseg fills the last batch with zero patches; the reference sends a shorter batch)."""
+def work(crop_zyx, models: list[dict], passes: int, overlap: float) -> dict:
+    """Windows (patches) per pass per model and model calls (on the CPU both implementations send
+    a shorter last batch; stochseg pads it only on GPUs, which this benchmark does not run)."""
     per_model = []
     for m in models:
         windows = reference.window_count(crop_zyx, m["patch_size"], overlap)
@@ -112,11 +112,9 @@ def work(crop_zyx, models: list[dict], passes: int, overlap: float, pads_batches
         calls = math.ceil(windows / batch)
         per_model.append({"name": m.get("name"), "patch_size": list(m["patch_size"]),
                           "batch_size": batch, "windows_per_pass": windows,
-                          "calls_per_pass": calls,
-                          "slots_per_pass": calls * batch if pads_batches else windows})
+                          "calls_per_pass": calls})
     return {"per_model": per_model,
-            "patches": passes * sum(m["windows_per_pass"] for m in per_model),
-            "slots": passes * sum(m["slots_per_pass"] for m in per_model)}
+            "patches": passes * sum(m["windows_per_pass"] for m in per_model)}
 
 
 def ort_seconds(timings: dict):
@@ -151,7 +149,7 @@ def summarize_run(kind: str, m: dict, out: Path, overlap: float) -> dict:
         threads = rep["runtime"]["threads"]
         version = rep["versions"]["onnxruntime"]
     timings = {k: float(v) for k, v in rep["timings_s"].items()}
-    w = work(crop_shape(crop), models, passes, overlap, pads_batches=(kind == "rust"))
+    w = work(crop_shape(crop), models, passes, overlap)
     ens = timings.get("ensemble")
     m.update({
         "timings_s": timings,
@@ -537,8 +535,8 @@ def markdown(res: dict) -> str:
                      + " | ".join(fmt(t.get(k), 2) for k in stages) + " |")
         L.append("")
         L.append("passes/s and patches/s are over the `ensemble` stage; patches = windows per pass "
-                 "(nnU-Net placement on the crop) x passes. stochseg also evaluates zero patches "
-                 "that fill the last batch of each pass (see results.json `work.slots`).\n")
+                 "(nnU-Net placement on the crop) x passes; on the CPU the last batch of a pass "
+                 "holds only the patches left (see results.json `work`).\n")
         if res.get("reproducible_across_threads") is not None:
             L.append(f"stochseg output identical for 1 and 2 threads (full size): "
                      f"{res['reproducible_across_threads']}\n")
