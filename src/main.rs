@@ -186,8 +186,11 @@ struct RunArgs {
     #[arg(long)]
     overwrite: bool,
     /// Write PNG figures into OUT/figures/ (outputs.figures).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_figures")]
     figures: bool,
+    /// No figures, whatever the pipeline config says.
+    #[arg(long)]
+    no_figures: bool,
     /// Also write the input channels as DICOM MR series (OUT/source-dicom/) that the DICOM SEG
     /// references (NIfTI input only).
     #[arg(long)]
@@ -359,13 +362,13 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
 }
 
 fn load_pipeline(args: &ConfigArgs, write_source_dicom: bool) -> Result<Pipeline, Error> {
-    load_pipeline_with(args, write_source_dicom, false)
+    load_pipeline_with(args, write_source_dicom, None)
 }
 
 fn load_pipeline_with(
     args: &ConfigArgs,
     write_source_dicom: bool,
-    figures: bool,
+    figures: Option<bool>,
 ) -> Result<Pipeline, Error> {
     let models = args
         .models
@@ -451,7 +454,12 @@ fn case_spec(
 }
 
 fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
-    let pipeline = load_pipeline_with(&args.config, args.write_source_dicom, args.figures)?;
+    let figures = match (args.figures, args.no_figures) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let pipeline = load_pipeline_with(&args.config, args.write_source_dicom, figures)?;
     let case = case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(run::thread_count(pipeline.execution.threads))

@@ -466,7 +466,8 @@ pub struct Overrides {
     pub seed: Option<u64>,
     pub deterministic: bool,
     pub compare_deterministic: bool,
-    pub figures: bool,
+    /// `--figures` (Some(true)) or `--no-figures` (Some(false)); None keeps the config's.
+    pub figures: Option<bool>,
     pub threshold: Option<f32>,
     pub device: Option<String>,
     pub allow_fallback: bool,
@@ -554,7 +555,9 @@ impl Pipeline {
             self.ensemble.mode = Mode::Deterministic;
         }
         self.ensemble.compare_deterministic |= o.compare_deterministic;
-        self.outputs.figures |= o.figures;
+        if let Some(figures) = o.figures {
+            self.outputs.figures = figures;
+        }
         set(&mut self.ensemble.passes, o.passes);
         set(&mut self.ensemble.sigma, o.sigma);
         set(&mut self.ensemble.seed, o.seed);

@@ -240,3 +240,18 @@ def test_bad_settings_are_usage_errors(tmp_path, extra, args, needle):
     assert proc.returncode == 2, proc.stderr
     assert needle in error_line(proc)
     assert not (tmp_path / "out").exists()
+
+
+def test_figures_from_the_config_are_turned_off_by_a_flag(tmp_path):
+    cfg = write_config(tmp_path / "fig.yaml",
+                       [{"path": str(model_path("identity-plus-one.onnx")),
+                         "patch_size": [16, 32, 32]}],
+                       {"ensemble": {"mode": "deterministic"}, "outputs": {"figures": True}})
+    on = run_ok(tmp_path / "on", "--pipeline", cfg, *case_args())
+    assert (on.out / "figures" / "logit-histogram.png").is_file()
+    off = run_ok(tmp_path / "off", "--pipeline", cfg, *case_args(), "--no-figures")
+    assert not (off.out / "figures").exists()
+    assert not [o for o in off.report["outputs"] if o.startswith("figures/")]
+    both = stochseg("run", "--pipeline", cfg, *case_args(), "--figures", "--no-figures",
+                    "--out", tmp_path / "both")
+    assert both.returncode == 2, both.stderr
