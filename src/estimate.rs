@@ -15,8 +15,9 @@
 //! - load: `8K N` (each channel as f32, then the stacked case);
 //! - ensemble: the case `4K N`, the normalized crop and mask `(4K + 1) C`, the noisy copy
 //!   `4K C`, Welford mean and M2 `8 C` (+ `4 C` for `mean_probability`), the f16 pass maps
-//!   `2 T C`, and for the largest model the stitching sums and weights `8 C`, the importance
-//!   map `4 V` and the batch buffers in and out `4 (K + 1) b V`;
+//!   `2 T C`, the previous pass's map `4 C` (aggregated while the next pass runs), and for the
+//!   largest model the stitching sums and weights `8 C`, the importance map `4 V` and two batches
+//!   in flight, in and out, `2 x 4 (K + 1) b V`;
 //! - finish: the case `4K N`, the normalized crop `(4K + 1) C`, the pass maps `2 T C`, the
 //!   aggregated maps, mask and labels `21 C`, and the largest of: a map on the input grid while
 //!   it is written `12 N`, the SEG's labels (and probability) on the input grid `4 N` (`8 N`),
@@ -198,10 +199,12 @@ fn memory_parts(p: &Pipeline, models: &[ModelPlan], z: &Sizes) -> BTreeMap<Strin
     let window = z
         .models
         .iter()
-        .map(|&(v, b)| 8 * c + 4 * v + 4 * (k + 1) * b * v)
+        .map(|&(v, b)| 8 * c + 4 * v + 2 * 4 * (k + 1) * b * v)
         .max()
         .unwrap_or(0);
-    let ensemble = 4 * k * n + (4 * k + 1) * c + 4 * k * c + 8 * c + prob_mean + 2 * t * c + window;
+    // the previous pass's map (`4 C`) waits for the aggregator while the next pass runs
+    let ensemble =
+        4 * k * n + (4 * k + 1) * c + 4 * k * c + 8 * c + 4 * c + prob_mean + 2 * t * c + window;
     let seg_grids = if p.dicom_output.probability_seg {
         8 * n
     } else {
@@ -302,11 +305,11 @@ mod tests {
         let p = pipeline(10);
         let e = estimate(&p, &[plan([16, 32, 32])], &grid([240, 240, 155])).unwrap();
         let n: u64 = 240 * 240 * 155;
-        // ensemble phase: 16N + 17N + 16N + 8N + 20N (passes) + window (8N + importance +
-        // buffers of 4 patches)
+        // ensemble phase: 16N + 17N + 16N + 8N + 4N (previous pass) + 20N (passes) + window
+        // (8N + importance + two batches of 4 patches in flight)
         let v = 16 * 32 * 32;
-        let window = 8 * n + 4 * v + 4 * 5 * 4 * v;
-        let ensemble = (16 + 17 + 16 + 8 + 20) * n + window;
+        let window = 8 * n + 4 * v + 2 * 4 * 5 * 4 * v;
+        let ensemble = (16 + 17 + 16 + 8 + 4 + 20) * n + window;
         // finish: case, crop, pass maps, aggregate + labels + mask, a map being written
         let finish = (16 + 17 + 20 + 21 + 12) * n;
         let data = ensemble.max(finish);
