@@ -161,8 +161,9 @@ fn rule_text(rule: &LesionRule) -> String {
     )
 }
 
-/// Evaluates the cohort and writes `evaluation.yaml`, `evaluation-cases.csv` and
-/// `evaluation-blobs.csv` into `opts.out`.
+/// Evaluates the cohort and writes `evaluation.yaml`, `evaluation-cases.csv`,
+/// `evaluation-blobs.csv` and the plots (`evaluation-roc.png`, `evaluation-calibration.png`)
+/// into `opts.out`.
 pub fn evaluate(opts: &EvaluateOptions) -> Result<(Evaluation, Vec<PathBuf>), Error> {
     let (cases, blobs) = collect(opts)?;
     let evaluation = summarize(cases, &blobs, opts);
@@ -451,6 +452,35 @@ pub fn roc_auc(scores: &[f64], truth: &[bool]) -> Option<f64> {
     Some(u / (pos * neg) as f64)
 }
 
+/// The ROC curve: (false positive rate, true positive rate) from (0, 0) to (1, 1), one point
+/// per distinct score (high to low, tied scores together); None without both classes. Its
+/// trapezoid area is `roc_auc`.
+pub fn roc_curve(scores: &[f64], truth: &[bool]) -> Option<Vec<[f64; 2]>> {
+    let pos = truth.iter().filter(|&&t| t).count();
+    let neg = truth.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut points = vec![[0.0, 0.0]];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    for (i, &k) in order.iter().enumerate() {
+        if truth[k] {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        let last_of_tie = order
+            .get(i + 1)
+            .is_none_or(|&next| scores[next] != scores[k]);
+        if last_of_tie {
+            points.push([fp as f64 / neg as f64, tp as f64 / pos as f64]);
+        }
+    }
+    Some(points)
+}
+
 /// Average precision as scikit-learn computes it: sum over distinct thresholds (high to low) of
 /// (recall increment) x precision; None without a positive.
 pub fn average_precision(scores: &[f64], truth: &[bool]) -> Option<f64> {
@@ -556,7 +586,70 @@ fn write(
     let blobs_path = opts.out.join("evaluation-blobs.csv");
     write_csv(&cases_path, &evaluation.cases).map_err(|e| io(&cases_path, e))?;
     write_csv(&blobs_path, blobs).map_err(|e| io(&blobs_path, e))?;
-    Ok(vec![yaml_path, cases_path, blobs_path])
+    let plots = write_plots(opts, evaluation, blobs).map_err(|(p, e)| io(&p, e.to_string()))?;
+    Ok([yaml_path, cases_path, blobs_path]
+        .into_iter()
+        .chain(plots)
+        .collect())
+}
+
+/// `evaluation-roc.png` (blob confidence as a detector of true blobs: the stochastic and, when
+/// the runs compared, the deterministic mean logit) and `evaluation-calibration.png` (fraction
+/// of true blobs against mean probability, per calibration bin). None without both classes.
+fn write_plots(
+    opts: &EvaluateOptions,
+    evaluation: &Evaluation,
+    blobs: &[BlobResult],
+) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    use crate::figures::curves::{curves_png, Series};
+    use crate::figures::{BLUE, ORANGE};
+    let truth: Vec<bool> = blobs.iter().map(|b| b.is_true).collect();
+    let stochastic: Vec<f64> = blobs.iter().map(|b| b.mean_logit).collect();
+    let deterministic: Option<Vec<f64>> =
+        blobs.iter().map(|b| b.deterministic_mean_logit).collect();
+    let Some(roc) = roc_curve(&stochastic, &truth) else {
+        return Ok(Vec::new());
+    };
+    let det_roc = deterministic.and_then(|d| roc_curve(&d, &truth));
+    let mut series = vec![Series {
+        name: "STOCHASTIC",
+        colour: BLUE,
+        points: &roc,
+    }];
+    if let Some(points) = &det_roc {
+        series.push(Series {
+            name: "DETERMINISTIC",
+            colour: ORANGE,
+            points,
+        });
+    }
+    let roc_path = opts.out.join("evaluation-roc.png");
+    curves_png(
+        &roc_path,
+        "BLOB ROC",
+        ["FALSE POSITIVE RATE", "TRUE POSITIVE RATE"],
+        &series,
+    )
+    .map_err(|e| (roc_path.clone(), e))?;
+    let reliability: Vec<[f64; 2]> = evaluation
+        .calibration
+        .iter()
+        .filter_map(|b| Some([b.mean_probability?, b.fraction_true?]))
+        .collect();
+    let calibration_path = opts.out.join("evaluation-calibration.png");
+    let bins = [Series {
+        name: "BLOBS PER BIN",
+        colour: BLUE,
+        points: &reliability,
+    }];
+    curves_png(
+        &calibration_path,
+        "CALIBRATION",
+        ["MEAN PROBABILITY", "FRACTION TRUE"],
+        &bins,
+    )
+    .map_err(|e| (calibration_path.clone(), e))?;
+    Ok(vec![roc_path, calibration_path])
 }
 
 fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), String> {
@@ -570,6 +663,23 @@ fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_roc_curve_has_the_auc_as_its_area() {
+        let s = [0.9, 0.8, 0.8, 0.7, 0.6, 0.6, 0.2, 0.1];
+        let t = [true, false, true, true, false, true, false, false];
+        let curve = roc_curve(&s, &t).unwrap();
+        assert_eq!(curve.first(), Some(&[0.0, 0.0]));
+        assert_eq!(curve.last(), Some(&[1.0, 1.0]));
+        // one point per distinct score
+        assert_eq!(curve.len(), 1 + 6);
+        let area: f64 = curve
+            .windows(2)
+            .map(|w| (w[1][0] - w[0][0]) * (w[1][1] + w[0][1]) / 2.0)
+            .sum();
+        assert!((area - roc_auc(&s, &t).unwrap()).abs() < 1e-12);
+        assert_eq!(roc_curve(&s, &[true; 8]), None);
+    }
 
     #[test]
     fn auc_and_ap_of_a_known_ranking() {

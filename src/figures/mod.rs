@@ -20,6 +20,7 @@
 //!   square, `s` = 512 / the slice's longer side, clamped to 1..=4.
 
 mod canvas;
+pub mod curves;
 mod font;
 
 use std::path::Path;
@@ -34,8 +35,8 @@ use crate::report::{DistributionInfo, Statistics};
 use crate::stats::Histogram;
 use canvas::{label_size, Canvas, Rgb, BLACK, WHITE};
 
-const BLUE: Rgb = [31, 119, 180];
-const ORANGE: Rgb = [255, 127, 14];
+pub const BLUE: Rgb = [31, 119, 180];
+pub const ORANGE: Rgb = [255, 127, 14];
 const GREY: Rgb = [128, 128, 128];
 const RED: Rgb = [255, 40, 40];
 const YELLOW: Rgb = [255, 220, 0];

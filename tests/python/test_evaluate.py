@@ -117,6 +117,35 @@ def test_metrics_equal_the_scikit_learn_reference(synthetic):
     assert sum(b["blobs"] for b in ev["calibration"]) == 6
 
 
+def test_roc_and_calibration_plots_show_the_reference_curves(synthetic):
+    """evaluation-roc.png and evaluation-calibration.png: 420 x 440 PNGs; every point of
+    scikit-learn's ROC curve (one per threshold) of the stochastic and the deterministic blob
+    confidence is marked in its colour where the plot maps it, and so is every calibration bin."""
+    from sklearn.metrics import roc_curve
+    from test_compare import BLUE, ORANGE, read_png
+
+    cohort, _, ev = synthetic
+    rows = list(csv.DictReader((cohort / "evaluation-blobs.csv").open()))
+    y = np.array([r["is_true"] == "true" for r in rows])
+
+    def pixel(p):  # the plot's box: 360 px from (44, 44), y up
+        return round(44 + 359 - p[1] * 359), round(44 + p[0] * 359)
+
+    roc = read_png(cohort / "evaluation-roc.png")
+    assert roc.shape == (440, 420, 3)
+    for score, colours in (("mean_logit", (BLUE, ORANGE)),
+                           ("deterministic_mean_logit", (ORANGE,))):
+        fpr, tpr, _ = roc_curve(y, [float(r[score]) for r in rows], drop_intermediate=False)
+        for point in zip(fpr, tpr):
+            got = tuple(roc[pixel(point)])
+            assert got in colours, (score, point, got)
+    calibration = read_png(cohort / "evaluation-calibration.png")
+    assert calibration.shape == (440, 420, 3)
+    for b in ev["calibration"]:
+        if b["blobs"]:
+            assert tuple(calibration[pixel((b["mean_probability"], b["fraction_true"]))]) == BLUE
+
+
 def test_bootstrap_is_seeded(synthetic, tmp_path):
     cohort, gt_dir, ev = synthetic
     out = tmp_path / "again"
