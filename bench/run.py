@@ -128,26 +128,16 @@ def summarize_run(kind: str, m: dict, out: Path, overlap: float) -> dict:
     """Adds the program's own report (timings, crop, models, blobs) to a measurement."""
     if m["rc"] != 0:
         return m
-    if kind == "rust":
-        rep = json.loads((out / "report.json").read_text())
-        models = rep["models"]
-        passes = rep["ensemble"]["passes_per_model"]
-        total_passes = rep["ensemble"]["total_passes"]
-        crop = rep["preprocess"]["crop_canonical_zyx"]
-        blobs = [{"id": b["id"], "voxels": b["voxels"], "mean_logit": b["mean_logit"]}
-                 for b in rep["blobs"]]
-        threads = rep["runtime"]["threads"]
-        version = rep["tool"]["version"]
-    else:
-        rep = json.loads((out / "summary.json").read_text())
-        models = rep["models"]
-        passes = rep["ensemble"]["passes_per_model"]
-        total_passes = rep["ensemble"]["total_passes"]
-        crop = rep["preprocess"]["crop_canonical_zyx"]
-        blobs = [{"id": b["id"], "voxels": b["voxels"], "mean_logit": b["mean_logit"]}
-                 for b in rep["blobs"]]
-        threads = rep["runtime"]["threads"]
-        version = rep["versions"]["onnxruntime"]
+    # stochseg's report.json and the reference's summary.json share these fields
+    rep = json.loads((out / ("report.json" if kind == "rust" else "summary.json")).read_text())
+    models = rep["models"]
+    passes = rep["ensemble"]["passes_per_model"]
+    total_passes = rep["ensemble"]["total_passes"]
+    crop = rep["preprocess"]["crop_canonical_zyx"]
+    blobs = [{"id": b["id"], "voxels": b["voxels"], "mean_logit": b["mean_logit"]}
+             for b in rep["blobs"]]
+    threads = rep["runtime"]["threads"]
+    version = rep["tool"]["version"] if kind == "rust" else rep["versions"]["onnxruntime"]
     timings = {k: float(v) for k, v in rep["timings_s"].items()}
     w = work(crop_shape(crop), models, passes, overlap)
     ens = timings.get("ensemble")

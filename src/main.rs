@@ -287,6 +287,13 @@ fn init_logging(cli: &Cli) {
     }
 }
 
+/// The files a command wrote, one per line on stdout (the only thing it prints there).
+fn print_paths(files: &[PathBuf]) {
+    for f in files {
+        println!("{}", f.display());
+    }
+}
+
 fn dispatch(cli: &Cli) -> Result<(), Error> {
     match &cli.command {
         Command::Run(args) => run_case(cli, args),
@@ -301,9 +308,7 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
                 blobs = t.blobs,
                 "cohort summarized"
             );
-            for f in files {
-                println!("{}", f.display());
-            }
+            print_paths(&files);
             Ok(())
         }
         Command::Evaluate(args) => {
@@ -336,9 +341,7 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
                 mean_lesion_dice = t.mean_lesion_dice,
                 "cohort evaluated"
             );
-            for f in files {
-                println!("{}", f.display());
-            }
+            print_paths(&files);
             Ok(())
         }
         Command::Inspect { model } => {

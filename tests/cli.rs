@@ -79,26 +79,23 @@ fn usage_errors_exit_2() {
 fn config_errors_name_the_key_path() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("p.yaml");
-    std::fs::write(&cfg, "models: [{path: m.onnx}]\nensemble: {sigma: -1}\n").unwrap();
-    let o = bin()
-        .arg("validate")
-        .arg("--pipeline")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let validate = |text: &str| {
+        std::fs::write(&cfg, text).unwrap();
+        bin()
+            .arg("validate")
+            .arg("--pipeline")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let o = validate("models: [{path: m.onnx}]\nensemble: {sigma: -1}\n");
     assert_eq!(o.status.code(), Some(2));
     let line = error_line(&o);
     assert!(
         line.contains("p.yaml") && line.contains("/ensemble/sigma"),
         "{line}"
     );
-    std::fs::write(&cfg, "models: [{path: m.onnx}]\nblobs: {conectivity: 6}\n").unwrap();
-    let o = bin()
-        .arg("validate")
-        .arg("--pipeline")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let o = validate("models: [{path: m.onnx}]\nblobs: {conectivity: 6}\n");
     assert_eq!(o.status.code(), Some(2));
     assert!(error_line(&o).contains("conectivity"));
 }

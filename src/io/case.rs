@@ -328,18 +328,9 @@ pub fn header_grid(
 /// Loads every channel and checks they share one grid. Headers are checked first, so a grid
 /// mismatch or an oversized input is refused before voxels are read.
 pub fn load(files: &[ChannelFile], max_voxels: usize) -> Result<Case, InputError> {
-    let first = files.first().ok_or_else(|| InputError::NotFound {
-        path: PathBuf::new(),
-    })?;
-    let headers: Vec<Geometry> = files
-        .iter()
-        .map(|f| channel_geometry(f, max_voxels))
-        .collect::<Result<_, _>>()?;
-    for (f, g) in files.iter().zip(&headers).skip(1) {
-        check_same_grid(&headers[0], g, &first.path, &f.channel, &f.path)?;
-    }
+    let (id, geometry) = header_grid(files, max_voxels)?;
     // each channel goes straight into its slot: one copy of the case in memory, not two
-    let [ni, nj, nk] = headers[0].shape_ijk;
+    let [ni, nj, nk] = geometry.shape_ijk;
     let mut stacked = ndarray::Array4::<f32>::zeros((files.len(), nk, nj, ni));
     let mut sources = Vec::with_capacity(files.len());
     for (c, f) in files.iter().enumerate() {
@@ -360,11 +351,11 @@ pub fn load(files: &[ChannelFile], max_voxels: usize) -> Result<Case, InputError
         sources.push(source);
     }
     Ok(Case {
-        id: resolved_case_id(first),
+        id,
         channels: files.iter().map(|f| f.channel.clone()).collect(),
         paths: files.iter().map(|f| f.path.clone()).collect(),
         images: stacked,
-        geometry: headers[0].clone(),
+        geometry,
         sources,
     })
 }
