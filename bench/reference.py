@@ -9,7 +9,9 @@ the Rust sources document, written the way a careful numpy user would write it.
   (z = NIfTI axis k, x = NIfTI axis i).
 - Brain mask = voxels where any channel is nonzero. Z-score per channel over the mask (mean and
   population std in float64, value = (x - mean) * (1 / max(std, 1e-8)), cast to float32), 0
-  outside the mask. Crop to the mask's bounding box (margin 0).
+  outside the mask. Crop to the mask's bounding box (margin 0), as nnU-Net does; with --no-crop
+  the windows cover the whole grid instead (a plain sliding window, as MONAI's
+  sliding_window_inference runs it, and as stochseg runs with `crop_to_nonzero: false`).
 - Ensemble: per model, K passes on the normalized crop plus N(0, sigma^2) noise (numpy's PCG64,
   seeded once with --seed, drawn model by model, pass by pass; noise everywhere in the crop, or
   only inside the mask with --noise-region brain). sigma = 0 means no noise.
@@ -219,10 +221,10 @@ def to_input_ijk(vol_zyx: np.ndarray, back) -> np.ndarray:
     return np.ascontiguousarray(nib.orientations.apply_orientation(vol_zyx.transpose(2, 1, 0), back))
 
 
-def preprocess(channels_ijk, xform):
+def preprocess(channels_ijk, xform, crop_to_nonzero: bool = True):
     canon = np.stack([to_canonical_zyx(c, xform) for c in channels_ijk])  # [c, z, y, x]
     brain = np.any(canon != 0, axis=0)
-    if brain.any():
+    if brain.any() and crop_to_nonzero:
         idx = [np.flatnonzero(brain.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
         start = [int(i[0]) for i in idx]
         end = [int(i[-1]) + 1 for i in idx]
@@ -300,6 +302,8 @@ def parse_args(argv=None):
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--weighting", choices=["gaussian", "constant"], default="gaussian")
     p.add_argument("--noise-region", choices=["volume", "brain"], default="volume")
+    p.add_argument("--no-crop", action="store_true",
+                   help="slide the windows over the whole grid, not the brain's bounding box")
     p.add_argument("--threshold", type=float, default=0.0)
     p.add_argument("--connectivity", type=int, choices=[6, 18, 26], default=26)
     p.add_argument("--min-voxels", type=int, default=1)
@@ -326,7 +330,8 @@ def main(argv=None) -> int:
 
     t = time.perf_counter()
     xform, back = orientation_transforms(like.affine, a.orientation)
-    image, brain, crop, canon_shape, channel_stats = preprocess(channels_ijk, xform)
+    image, brain, crop, canon_shape, channel_stats = preprocess(channels_ijk, xform,
+                                                                not a.no_crop)
     del channels_ijk
     timings["preprocess"] = time.perf_counter() - t
     log(f"crop {crop} of {canon_shape}, brain voxels {int(brain.sum())}")
@@ -431,7 +436,8 @@ def main(argv=None) -> int:
         "case": {"dir": str(a.case), "inputs": [str(p) for p in paths],
                  "shape_ijk": list(like.shape[:3]),
                  "axis_codes": list(nib.aff2axcodes(like.affine))},
-        "preprocess": {"crop_canonical_zyx": crop, "canonical_shape_zyx": list(canon_shape),
+        "preprocess": {"crop_to_nonzero": not a.no_crop,
+                       "crop_canonical_zyx": crop, "canonical_shape_zyx": list(canon_shape),
                        "brain_voxels": int(brain.sum()),
                        "channel_stats": dict(zip(a.channels, channel_stats))},
         "ensemble": {"passes_per_model": a.passes, "total_passes": n, "sigma": a.sigma,

@@ -10,16 +10,21 @@ Series (defaults):
   scaling   stochseg on 64^3, 128^3 (cut from the demo case by bench/make_case.py) and the full
             240x240x155 demo case, with 1 and 2 threads, --passes per model (10: 30 passes)
   versus    the full-size case, 2 threads: stochseg (the scaling runs) vs bench/reference.py
-            (--ref-runs, default 1: it takes minutes)
-  agreement stochastic: the two full-size outputs above (different noise streams, so the mean
-            logits agree statistically: judged against the reference's noise standard error);
-            deterministic: `stochseg --deterministic` vs `reference.py --passes 1 --sigma 0`
-            (same computation: mean logits within 1e-4, identical labels)
+            twice (--ref-runs each, default 3): as stochseg computes it (the
+            windows placed on the brain's bounding box, as nnU-Net does) and plain (--no-crop:
+            the windows over the whole grid, as MONAI's sliding_window_inference runs them)
+  agreement stochastic: the full-size outputs above; stochseg vs the same-windows reference
+            (different noise streams, so the mean logits agree statistically: judged against
+            the reference's noise standard error), and vs the plain reference (window placement
+            differs too: judged by blobs, labels and blob confidences);
+            deterministic: `stochseg --deterministic` vs `reference.py --passes 1 --sigma 0`,
+            and the same with the crop off on both sides (same computation: mean logits within
+            1e-4, identical labels)
 
 Writes out/bench/results.json and out/bench/results.md and prints the markdown. Exit status 1
 when a run failed or an agreement check did not pass.
 
-    python bench/run.py            # the full benchmark (about 40 min on 2 idle cores)
+    python bench/run.py            # the full benchmark (about 45 min on 2 idle cores)
     python bench/run.py --quick    # one run per configuration
 """
 
@@ -209,21 +214,26 @@ class Bench:
             cmd += ["--passes", self.a.passes, "--sigma", self.a.sigma]
         return cmd
 
-    def ref_cmd(self, case: Path, out: Path, threads: int, deterministic=False):
+    def ref_cmd(self, case: Path, out: Path, threads: int, deterministic=False, plain=False):
         passes, sigma = (1, 0.0) if deterministic else (self.a.passes, self.a.sigma)
         return [sys.executable, BENCH / "reference.py", "--case", case, "--models", *self.a.models,
                 "--passes", passes, "--sigma", sigma, "--seed", self.a.seed,
-                "--threads", threads, "--batch-size", self.a.batch_size, "--out", out, "-q"]
+                "--threads", threads, "--batch-size", self.a.batch_size, "--out", out, "-q",
+                *(["--no-crop"] if plain else [])]
 
     def run(self, kind: str, label: str, case: Path, threads: int, runs: int,
-            deterministic=False) -> dict:
+            deterministic=False, plain=False) -> dict:
+        """`plain`: the windows over the whole grid (reference --no-crop; stochseg with its
+        pipeline's crop turned off)."""
         out = self.runs_dir / label
         results = []
         for i in range(runs):
             if kind == "rust":
                 cmd = self.rust_cmd(case, out, threads, deterministic)
+                if plain:
+                    cmd[cmd.index("--pipeline") + 1] = no_crop_pipeline(self.a.pipeline, self.out)
             else:
-                cmd = self.ref_cmd(case, out, threads, deterministic)
+                cmd = self.ref_cmd(case, out, threads, deterministic, plain)
             log = self.runs_dir / f"{label}.log"
             print(f"[bench] {label} run {i + 1}/{runs}: {' '.join(map(str, cmd))}",
                   file=sys.stderr, flush=True)
@@ -270,6 +280,22 @@ def snapshot_pipeline(pipeline: Path, dest: Path):
     frozen.write_text(f"# frozen copy of {pipeline} made by bench/run.py\n"
                       + yaml.safe_dump(cfg, sort_keys=False))
     return frozen.resolve(), models, cfg.get("inference", {})
+
+
+def no_crop_pipeline(pipeline: Path, dest: Path) -> Path:
+    """A copy of `pipeline` with `preprocess.crop_to_nonzero: false` (model paths made absolute):
+    stochseg computing what `reference.py --no-crop` computes."""
+    import yaml
+    cfg = yaml.safe_load(pipeline.read_text())
+    for m in cfg["models"]:
+        src = Path(m["path"])
+        m["path"] = str(src if src.is_absolute() else (pipeline.parent / src).resolve())
+    cfg.setdefault("preprocess", {})["crop_to_nonzero"] = False
+    variant = dest / "snapshot" / f"{pipeline.stem}-no-crop.yaml"
+    variant.parent.mkdir(parents=True, exist_ok=True)
+    variant.write_text(f"# {pipeline} with the crop off, made by bench/run.py\n"
+                       + yaml.safe_dump(cfg, sort_keys=False))
+    return variant
 
 
 def git_state() -> dict:
@@ -445,6 +471,37 @@ def compare_stochastic(rust_out: Path, ref_out: Path, brain: np.ndarray, seed: i
     return res
 
 
+def compare_placement(rust_out: Path, plain_out: Path, brain: np.ndarray, rust_blobs, plain_blobs,
+                      a) -> dict:
+    """stochseg (windows placed on the brain's bounding box) vs the plain reference (windows over
+    the whole grid). A U-Net's output at a voxel depends on where the window around it sits, so
+    the per-voxel mean logits differ by more than rounding (reported, not judged). Judged: the
+    tumour labels (Dice of the two foregrounds >= a.plain_dice_min), the blobs (one to one for
+    blobs of a.blob_min_voxels or more, voxel counts within a.blob_rel_tol) and each such blob's
+    mean logit, the study's confidence (within a.plain_confidence_rel_tol x max(|ref|, 1))."""
+    mr, mp = load_map(rust_out / "mean_logits.nii.gz"), load_map(plain_out / "mean_logits.nii.gz")
+    lr, lp = load_map(rust_out / "labels.nii.gz"), load_map(plain_out / "labels.nii.gz")
+    fr, fp = lr > 0, lp > 0
+    both = int(fr.sum() + fp.sum())
+    dice = 2.0 * int((fr & fp).sum()) / both if both else 1.0
+    prob = lambda v: 1.0 / (1.0 + np.exp(-v[brain].astype(np.float64)))  # noqa: E731
+    blobs = match_blobs(lr, lp, rust_blobs, plain_blobs, a.blob_min_voxels, a.blob_rel_tol)
+    confidence = []
+    for row in blobs["matches"]:
+        if row["rust_voxels"] < a.blob_min_voxels or row.get("ref_mean_logit") is None:
+            continue
+        diff = abs(row["rust_mean_logit"] - row["ref_mean_logit"])
+        allowed = a.plain_confidence_rel_tol * max(abs(row["ref_mean_logit"]), 1.0)
+        confidence.append({"rust_id": row["rust_id"], "ref_id": row["ref_id"],
+                           "abs_diff": diff, "allowed": allowed, "ok": diff <= allowed})
+    ok = dice >= a.plain_dice_min and blobs["ok"] and all(c["ok"] for c in confidence)
+    return {"mean_logit_abs_diff_brain": abs_stats((mr - mp)[brain]),
+            "probability_abs_diff_brain": abs_stats(prob(mr) - prob(mp)),
+            "label_voxels_differing": int((fr != fp).sum()), "foreground_dice": dice,
+            "dice_min": a.plain_dice_min, "blobs": blobs, "blob_confidence": confidence,
+            "confidence_rel_tol": a.plain_confidence_rel_tol, "ok": bool(ok)}
+
+
 # ---------------------------------------------------------------------------------------------
 # output
 
@@ -467,6 +524,24 @@ def cpu_median(md: dict, runs: list) -> float | None:
         return md["cpu_s"]
     values = [r["cpu_s"] for r in runs if r.get("rc") == 0 and r.get("cpu_s") is not None]
     return statistics.median(values) if values else None
+
+
+def placement_markdown(g: dict, passes) -> str:
+    m, pr = g["mean_logit_abs_diff_brain"], g["probability_abs_diff_brain"]
+    b = g["blobs"]
+    conf = ", ".join(f"#{c['rust_id']} {c['abs_diff']:.3f} (allowed {c['allowed']:.3f})"
+                     for c in g["blob_confidence"]) or "none"
+    return (f"**stochseg vs the plain reference** ({passes} passes each; windows on the brain's "
+            f"bounding box vs over the whole grid, and different noise streams): per voxel in "
+            f"the brain |Δ mean logit| mean {m['mean']:.3f}, p99 {m['p99']:.3f}, max {m['max']:.3f}; "
+            f"|Δ probability| mean {pr['mean']:.1e}, p99 {pr['p99']:.1e}, max {pr['max']:.2f} "
+            f"(window placement moves "
+            f"a U-Net's logits: reported, not judged). Judged: tumour labels Dice "
+            f"{g['foreground_dice']:.4f} (>= {g['dice_min']}; {g['label_voxels_differing']} voxels "
+            f"differ); blobs {b['count_rust']} vs {b['count_ref']}, ≥ {b['min_voxels']} voxels "
+            f"{b['count_rust_ge_min']} vs {b['count_ref_ge_min']}, voxel counts within "
+            f"{b['rel_tol']:.0%}; blob mean logit |Δ| {conf} (tolerance "
+            f"{g['confidence_rel_tol']:.0%} of max(|ref|, 1)): **{'PASS' if g['ok'] else 'FAIL'}**\n")
 
 
 def markdown(res: dict) -> str:
@@ -538,7 +613,11 @@ def markdown(res: dict) -> str:
                  "| patches/s | peak RSS MB | CPU s | CPU util |")
         L.append("|---|---|---|---|---|---|---|---|---|---|")
         cpu = {}
-        for name, key in (("stochseg (Rust)", "rust"), ("reference.py (numpy + onnxruntime)", "ref")):
+        rows = (("stochseg (Rust)", "rust"), ("reference.py, same windows", "ref"),
+                ("reference.py --no-crop (plain)", "plain"))
+        for name, key in rows:
+            if key not in vs:
+                continue
             md = vs[key]
             if not md:
                 L.append(f"| {name} | 0 | FAILED | | | | | | | |")
@@ -548,19 +627,30 @@ def markdown(res: dict) -> str:
                      f"{fmt(md['timings_s'].get('ensemble'))} | {fmt(ort_median(md))} | "
                      f"{fmt(md['passes_per_s'], 2)} | {fmt(md['patches_per_s'], 0)} | "
                      f"{fmt(md['peak_rss_mb'], 0)} | {fmt(cpu[key])} | {fmt(md['cpu_util'], 2)} |")
-        if vs["ref"]:
-            t = vs["ref"]["timings_s"]
-            L.append(f"\nreference.py ensemble stage: inside ONNX Runtime {fmt(t.get('onnxruntime'))} s, "
-                     f"noise {fmt(t.get('ensemble_noise'))} s, window copy + stitching "
-                     f"{fmt(t.get('ensemble_stitch'))} s, aggregation "
+        L.append("\nSame windows: the reference places them on the brain's bounding box as stochseg "
+                 "does (nnU-Net's crop); plain: over the whole grid (`--no-crop`).")
+        for key, name in (("ref", "same windows"), ("plain", "plain")):
+            if not vs.get(key):
+                continue
+            t = vs[key]["timings_s"]
+            L.append(f"reference.py ({name}) ensemble stage: inside ONNX Runtime "
+                     f"{fmt(t.get('onnxruntime'))} s, noise {fmt(t.get('ensemble_noise'))} s, "
+                     f"window copy + stitching {fmt(t.get('ensemble_stitch'))} s, aggregation "
                      f"{fmt(t.get('ensemble_aggregate'))} s.")
-        r = vs.get("ratios", {})
-        cpu_ratio = cpu["rust"] / cpu["ref"] if cpu.get("rust") and cpu.get("ref") else None
-        L.append(f"\nRust / Python: wall {fmt(r.get('wall'), 2)} "
-                 f"(speedup {fmt(r.get('speedup'), 2)}x), ensemble stage "
-                 f"{fmt(r.get('ensemble'), 2)}, CPU time {fmt(cpu_ratio, 2)}, peak RSS "
-                 f"{fmt(r.get('peak_rss'), 2)}. (On a busy machine the CPU-time ratio is the "
-                 "steadier one: wall time depends on how many cores each run got.)\n")
+        L.append("")
+        for key, name in (("ratios", "same windows"), ("ratios_plain", "plain")):
+            r = vs.get(key)
+            ref_key = "ref" if key == "ratios" else "plain"
+            if not r:
+                continue
+            cpu_ratio = (cpu["rust"] / cpu[ref_key]
+                         if cpu.get("rust") and cpu.get(ref_key) else None)
+            L.append(f"stochseg / reference.py ({name}): wall {fmt(r.get('wall'), 2)} "
+                     f"(speedup {fmt(r.get('speedup'), 2)}x), ensemble stage "
+                     f"{fmt(r.get('ensemble'), 2)}, CPU time {fmt(cpu_ratio, 2)}, peak RSS "
+                     f"{fmt(r.get('peak_rss'), 2)}.")
+        L.append("\n(On a busy machine the CPU-time ratio is the steadier one: wall time depends "
+                 "on how many cores each run got.)\n")
     ag = res.get("agreement", {})
     if ag.get("deterministic"):
         d = ag["deterministic"]
@@ -621,6 +711,17 @@ def markdown(res: dict) -> str:
                 L.append(f"| — | | | {u['ref_id']} | {u['ref_voxels']} | "
                          f"{fmt(u['ref_mean_logit'], 3)} | | |")
             L.append("")
+    if ag.get("deterministic_no_crop"):
+        d = ag["deterministic_no_crop"]
+        m = d["mean_logit_abs_diff_brain"]
+        L.append(f"**Deterministic, crop off on both sides** (stochseg with "
+                 f"`preprocess.crop_to_nonzero: false` vs `reference.py --no-crop`): |Δ mean logit| "
+                 f"max {d['mean_logit_abs_diff_all']['max']:.2e} (brain mean {m['mean']:.2e}); labels "
+                 f"identical: {d['labels_identical']}; blobs {d['blobs']['count_rust']} vs "
+                 f"{d['blobs']['count_ref']}; tolerance {d['tolerance_abs']}: "
+                 f"**{'PASS' if d['ok'] else 'FAIL'}**\n")
+    if ag.get("placement"):
+        L.append(placement_markdown(ag["placement"], vs["total_passes"] if vs else "?"))
     if res.get("model_mismatch"):
         mm = res["model_mismatch"]
         L.append("**The model files changed during the benchmark** (SHA-256 of the loaded models "
@@ -644,7 +745,8 @@ def parse_args(argv=None):
     p.add_argument("--render", type=Path, metavar="RESULTS_JSON",
                    help="only re-render results.md (beside it) from an existing results.json")
     p.add_argument("--runs", type=int, default=3, help="runs per stochseg configuration (median)")
-    p.add_argument("--ref-runs", type=int, default=1, help="runs of the Python reference")
+    p.add_argument("--ref-runs", type=int, default=3,
+                   help="runs of each Python reference (same windows, plain)")
     p.add_argument("--passes", type=int, default=10, help="passes per model")
     p.add_argument("--sigma", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
@@ -671,10 +773,43 @@ def parse_args(argv=None):
     p.add_argument("--blob-min-voxels", type=int, default=50,
                    help="blobs smaller than this may be unmatched (near-threshold specks)")
     p.add_argument("--blob-rel-tol", type=float, default=0.05)
+    p.add_argument("--plain-dice-min", type=float, default=0.99,
+                   help="vs the plain reference: least Dice of the two tumour foregrounds")
+    p.add_argument("--plain-confidence-rel-tol", type=float, default=0.01,
+                   help="vs the plain reference: blob mean logits within this x max(|ref|, 1)")
     a = p.parse_args(argv)
     if a.quick:
         a.runs, a.ref_runs = 1, 1
     return a
+
+
+def ratios(rust: dict, ref: dict) -> dict:
+    """stochseg's medians over the reference's."""
+    return {"wall": rust["wall_s"] / ref["wall_s"], "speedup": ref["wall_s"] / rust["wall_s"],
+            "ensemble": rust["timings_s"]["ensemble"] / ref["timings_s"]["ensemble"],
+            "peak_rss": rust["peak_rss_mb"] / ref["peak_rss_mb"]}
+
+
+def deterministic_pair(bench: Bench, case: Path, threads: int, brain: np.ndarray,
+                       plain: bool) -> dict | None:
+    """`stochseg --deterministic` vs `reference.py --passes 1 --sigma 0` (both with the crop off
+    when `plain`): the same computation, so within --det-tol everywhere and the same blobs."""
+    tag = "det-no-crop" if plain else "det"
+    rd = bench.run("rust", f"rust-{FULL}-{tag}", case, threads, 1, deterministic=True, plain=plain)
+    pd = bench.run("ref", f"ref-{FULL}-{tag}", case, threads, 1, deterministic=True, plain=plain)
+    if not (rd["median"] and pd["median"]):
+        return None
+    det = compare_deterministic(Path(rd["out"]), Path(pd["out"]), brain, bench.a.det_tol)
+    lr = load_map(Path(rd["out"]) / "labels.nii.gz")
+    lp = load_map(Path(pd["out"]) / "labels.nii.gz")
+    blobs_r, blobs_p = rd["runs"][-1]["blobs"], pd["runs"][-1]["blobs"]
+    det["blobs"] = match_blobs(lr, lp, blobs_r, blobs_p, 1, 0.0)
+    det["blob_mean_logit_max_abs_diff"] = max(
+        (abs(x["mean_logit"] - y["mean_logit"]) for x, y in zip(blobs_r, blobs_p)), default=0.0)
+    det["ok"] = bool(det["ok"] and det["blobs"]["ok"])
+    det["timings"] = {"rust": rd["median"], "ref": pd["median"]}
+    det["version"] = rd["runs"][-1]["version"]
+    return det
 
 
 def main(argv=None) -> int:
@@ -752,14 +887,19 @@ def main(argv=None) -> int:
         tv = a.versus_threads
         rust = full_rust.get(tv) or bench.run("rust", f"rust-{FULL}-t{tv}", full, tv, a.runs)
         ref = bench.run("ref", f"ref-{FULL}-t{tv}", full, tv, a.ref_runs)
-        rm, pm = rust["median"], ref["median"]
+        plain = bench.run("ref", f"ref-plain-{FULL}-t{tv}", full, tv, a.ref_runs, plain=True)
+        rm, pm, qm = rust["median"], ref["median"], plain["median"]
         vs = {"threads": tv, "total_passes": a.passes * len(a.models), "rust": rm, "ref": pm,
-              "rust_runs": rust["runs"], "ref_runs": ref["runs"]}
+              "plain": qm, "rust_runs": rust["runs"], "ref_runs": ref["runs"],
+              "plain_runs": plain["runs"]}
+        brain = brain_mask(full)
+        if rm and qm:
+            vs["ratios_plain"] = ratios(rm, qm)
+            res.setdefault("agreement", {})["placement"] = compare_placement(
+                Path(rust["out"]), Path(plain["out"]), brain, rust["runs"][-1]["blobs"],
+                plain["runs"][-1]["blobs"], a)
         if rm and pm:
-            vs["ratios"] = {"wall": rm["wall_s"] / pm["wall_s"], "speedup": pm["wall_s"] / rm["wall_s"],
-                            "ensemble": rm["timings_s"]["ensemble"] / pm["timings_s"]["ensemble"],
-                            "peak_rss": rm["peak_rss_mb"] / pm["peak_rss_mb"]}
-            brain = brain_mask(full)
+            vs["ratios"] = ratios(rm, pm)
             st = compare_stochastic(Path(rust["out"]), Path(ref["out"]), brain, a.seed,
                                     z_tail=5.0, tail_frac_max=2e-3)
             lr = load_map(Path(rust["out"]) / "labels.nii.gz")
@@ -771,22 +911,12 @@ def main(argv=None) -> int:
         res["versus"] = vs
     if "deterministic" not in a.skip:
         tv = a.versus_threads
-        rd = bench.run("rust", f"rust-{FULL}-det", full, tv, 1, deterministic=True)
-        pd = bench.run("ref", f"ref-{FULL}-det", full, tv, 1, deterministic=True)
-        if rd["median"] and pd["median"]:
-            brain = brain if brain is not None else brain_mask(full)
-            det = compare_deterministic(Path(rd["out"]), Path(pd["out"]), brain, a.det_tol)
-            lr = load_map(Path(rd["out"]) / "labels.nii.gz")
-            lp = load_map(Path(pd["out"]) / "labels.nii.gz")
-            det["blobs"] = match_blobs(lr, lp, rd["runs"][-1]["blobs"], pd["runs"][-1]["blobs"],
-                                       1, 0.0)
-            det["blob_mean_logit_max_abs_diff"] = max(
-                (abs(x["mean_logit"] - y["mean_logit"])
-                 for x, y in zip(rd["runs"][-1]["blobs"], pd["runs"][-1]["blobs"])), default=0.0)
-            det["ok"] = bool(det["ok"] and det["blobs"]["ok"])
-            det["timings"] = {"rust": rd["median"], "ref": pd["median"]}
-            res.setdefault("agreement", {})["deterministic"] = det
-            res.setdefault("stochseg_version", rd["runs"][-1]["version"])
+        brain = brain if brain is not None else brain_mask(full)
+        for key, plain in (("deterministic", False), ("deterministic_no_crop", True)):
+            det = deterministic_pair(bench, full, tv, brain, plain)
+            if det:
+                res.setdefault("agreement", {})[key] = det
+                res.setdefault("stochseg_version", det.pop("version"))
     sets = {}
     for part in bench.extra:
         for r in part["runs"]:
