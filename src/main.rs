@@ -506,12 +506,17 @@ fn progress_bar(cli: &Cli) -> Option<indicatif::ProgressBar> {
 
 fn report_progress(bar: Option<&indicatif::ProgressBar>, event: Event) {
     match (event, bar) {
-        (Event::Pass(p), Some(bar)) => {
+        (Event::Pass { done: p, ensemble }, Some(bar)) => {
             bar.set_length(p.total as u64);
             bar.set_position(p.done as u64);
-            bar.set_message(format!("model {} pass {}", p.model + 1, p.pass + 1));
+            bar.set_message(format!(
+                "{ensemble} model {} pass {}",
+                p.model + 1,
+                p.pass + 1
+            ));
         }
-        (Event::Pass(p), None) => tracing::info!(
+        (Event::Pass { done: p, ensemble }, None) => tracing::info!(
+            ensemble,
             model = p.model,
             pass = p.pass,
             done = p.done,
@@ -519,10 +524,14 @@ fn report_progress(bar: Option<&indicatif::ProgressBar>, event: Event) {
             seconds = p.noise_seconds + p.inference_seconds,
             "pass done"
         ),
-        (Event::Stage { name, seconds }, Some(bar)) => {
+        (Event::StageStart { name }, Some(bar)) => {
+            bar.suspend(|| tracing::info!(stage = name, "stage start"))
+        }
+        (Event::StageStart { name }, None) => tracing::info!(stage = name, "stage start"),
+        (Event::StageDone { name, seconds }, Some(bar)) => {
             bar.suspend(|| tracing::info!(stage = name, seconds, "stage done"))
         }
-        (Event::Stage { name, seconds }, None) => {
+        (Event::StageDone { name, seconds }, None) => {
             tracing::info!(stage = name, seconds, "stage done")
         }
     }
@@ -540,7 +549,7 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
     let opts = stochseg::infer::ort::OpenOptions {
         plan: &plan,
         runtime: rt,
-        intra_threads: 1,
+        threads: stochseg::infer::ort::Threads::ONE,
         batch_size: pipeline.inference.batch_size,
         max_batch_voxels: pipeline.inference.max_batch_voxels,
     };

@@ -144,6 +144,16 @@ pub enum Mode {
     Deterministic,
 }
 
+impl Mode {
+    /// The name the config and the logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Stochastic => "stochastic",
+            Mode::Deterministic => "deterministic",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoiseRegion {
@@ -255,6 +265,8 @@ pub struct Execution {
     pub tensorrt: TensorRtOptions,
     pub cuda: CudaOptions,
     pub threads: usize,
+    /// ONNX Runtime's intra-op threads spin between ops instead of sleeping.
+    pub spinning: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -442,6 +454,7 @@ impl Default for Execution {
             tensorrt: TensorRtOptions::default(),
             cuda: CudaOptions::default(),
             threads: 0,
+            spinning: true,
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::blobs::{self, Blob, BlobOptions, Frame};
 use crate::ensemble::{self, EnsembleOptions, PassDone};
 use crate::error::Error;
 use crate::estimate;
-use crate::infer::ort::{OpenOptions, OrtModel};
+use crate::infer::ort::{OpenOptions, OrtModel, Threads};
 use crate::infer::providers::ProviderPlan;
 use crate::infer::{runtime, Model};
 use crate::io::case::{self, Case, CaseSpec};
@@ -41,8 +41,27 @@ pub struct RunRequest {
 /// Progress as the run goes.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Stage { name: &'static str, seconds: f64 },
-    Pass(PassDone),
+    StageStart {
+        name: &'static str,
+    },
+    StageDone {
+        name: &'static str,
+        seconds: f64,
+    },
+    /// A pass finished; `done.done` and `done.total` count over all of the run's passes (the
+    /// ensemble's, then the deterministic comparison's), `ensemble` says which one it was.
+    Pass {
+        done: PassDone,
+        ensemble: &'static str,
+    },
+}
+
+/// Where one ensemble's passes stand among all the passes of the run.
+#[derive(Debug, Clone, Copy)]
+struct PassCount {
+    before: usize,
+    all: usize,
+    ensemble: &'static str,
 }
 
 /// What a finished run produced.
@@ -61,16 +80,22 @@ struct Clock<'a> {
 
 impl Clock<'_> {
     fn stage<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
-        let t = Instant::now();
+        let t = self.start(name);
         let out = f();
         self.record(name, t);
         out
     }
 
+    /// Reports that stage `name` starts; its `record` ends it.
+    fn start(&mut self, name: &'static str) -> Instant {
+        (self.on_event)(Event::StageStart { name });
+        Instant::now()
+    }
+
     fn record(&mut self, name: &'static str, since: Instant) {
         let seconds = since.elapsed().as_secs_f64();
         self.timings.insert(name.to_string(), seconds);
-        (self.on_event)(Event::Stage { name, seconds });
+        (self.on_event)(Event::StageDone { name, seconds });
     }
 }
 
@@ -107,7 +132,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
 
     // the channels' headers first (size limit, one grid), then the models, so that the memory
     // estimate refuses an oversized run before any voxel is read
-    let t = Instant::now();
+    let t = clock.start("inspect_input");
     let files = case::resolve(&req.case, &p.channels, &p.dicom)?;
     let (case_id, grid) = case::header_grid(&files, p.limits.max_voxels)?;
     clock.record("inspect_input", t);
@@ -115,7 +140,10 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     let open = OpenOptions {
         plan: &plan,
         runtime: rt,
-        intra_threads: threads,
+        threads: Threads {
+            intra: threads,
+            spinning: p.execution.spinning,
+        },
         batch_size: p.inference.batch_size,
         max_batch_voxels: p.inference.max_batch_voxels,
     };
@@ -152,9 +180,27 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         )
     });
     let model_entries = model_entries(&models, p);
-    let t = Instant::now();
+    let t = clock.start("ensemble");
     let spill = staging.file(".passes.f16");
-    let (aggregate, cost) = run_ensemble(&mut models, &prepared, p, &spill, &mut *clock.on_event)?;
+    let own = p.passes_per_model() * models.len();
+    let comparison = if p.ensemble.compare_deterministic {
+        models.len()
+    } else {
+        0
+    };
+    let count = PassCount {
+        before: 0,
+        all: own + comparison,
+        ensemble: p.ensemble.mode.name(),
+    };
+    let (aggregate, cost) = run_ensemble(
+        &mut models,
+        &prepared,
+        p,
+        &spill,
+        count,
+        &mut *clock.on_event,
+    )?;
     cost.record(&mut clock.timings);
     clock.record("ensemble", t);
 
@@ -179,7 +225,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     });
     let names: Vec<String> = models.iter().map(|m| m.name().to_string()).collect();
     let comparison = if p.ensemble.compare_deterministic {
-        let t = Instant::now();
+        let t = clock.start("deterministic_comparison");
         let inputs = CompareRun {
             prepared: &prepared,
             labels: &labels,
@@ -189,11 +235,17 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             blob_opts: &blob_opts,
             frame: &frame,
         };
+        let count = PassCount {
+            before: own,
+            ensemble: crate::pipeline::Mode::Deterministic.name(),
+            ..count
+        };
         let comparison = compare_deterministic(
             &mut models,
             p,
             &inputs,
             &staging.file(".passes-deterministic.f16"),
+            count,
             &mut *clock.on_event,
         )?;
         clock.record("deterministic_comparison", t);
@@ -383,6 +435,7 @@ fn run_ensemble(
     prepared: &Prepared,
     p: &Pipeline,
     spill: &std::path::Path,
+    count: PassCount,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Aggregate, EnsembleCost), Error> {
     let opts = EnsembleOptions {
@@ -425,7 +478,15 @@ fn run_ensemble(
         &mut aggregator,
         &mut |d| {
             cost.add(&d);
-            on_event(Event::Pass(d))
+            let done = PassDone {
+                done: count.before + d.done,
+                total: count.all,
+                ..d
+            };
+            on_event(Event::Pass {
+                done,
+                ensemble: count.ensemble,
+            })
         },
     )?;
     let aggregate = aggregator.finish().map_err(|e| spill_error(spill, e))?;
@@ -507,11 +568,12 @@ fn compare_deterministic(
     p: &Pipeline,
     run: &CompareRun,
     spill: &std::path::Path,
+    count: PassCount,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<crate::compare::Comparison, Error> {
     let mut det_p = p.clone();
     det_p.ensemble.mode = crate::pipeline::Mode::Deterministic;
-    let (det, _) = run_ensemble(models, run.prepared, &det_p, spill, on_event)?;
+    let (det, _) = run_ensemble(models, run.prepared, &det_p, spill, count, on_event)?;
     let (_, own) = blobs::find(&det, models.len(), run.blob_opts, run.frame)
         .map_err(|e| spill_error(spill, e))?;
     let inputs = crate::compare::CompareInputs {

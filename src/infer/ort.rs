@@ -21,12 +21,28 @@ use crate::infer::runtime::Runtime;
 use crate::infer::{Model, ModelError};
 use crate::pipeline::ModelSpec;
 
+/// ONNX Runtime's intra-op threads of each session.
+#[derive(Debug, Clone, Copy)]
+pub struct Threads {
+    pub intra: usize,
+    /// Spin between operators instead of sleeping.
+    pub spinning: bool,
+}
+
+impl Threads {
+    /// One thread, for sessions that only check or describe a model.
+    pub const ONE: Threads = Threads {
+        intra: 1,
+        spinning: false,
+    };
+}
+
 /// How sessions are made for one run.
 #[derive(Debug, Clone)]
 pub struct OpenOptions<'a> {
     pub plan: &'a ProviderPlan,
     pub runtime: &'a Runtime,
-    pub intra_threads: usize,
+    pub threads: Threads,
     /// Patches per call for models with a dynamic batch dimension (capped by voxels, see
     /// `window::capped_batch`).
     pub batch_size: usize,
@@ -94,23 +110,25 @@ fn build_session(
     env: &ort::environment::Environment,
     bytes: &[u8],
     providers: Vec<ort::ep::ExecutionProviderDispatch>,
-    intra_threads: usize,
+    threads: Threads,
 ) -> ort::Result<Session> {
-    session_builder(env, providers, intra_threads)?.commit_from_memory(bytes)
+    session_builder(env, providers, threads)?.commit_from_memory(bytes)
 }
 
 fn session_builder(
     env: &ort::environment::Environment,
     providers: Vec<ort::ep::ExecutionProviderDispatch>,
-    intra_threads: usize,
+    threads: Threads,
 ) -> ort::Result<SessionBuilder> {
     // ONNX Runtime's CPU memory arena stays on: without it the (16, 256, 256) model runs about
     // 40% slower (its activations are allocated and faulted in on every call), for 15-20% less
     // peak RSS (measured on the demo models with onnxruntime's Python API and the binary).
+    // Spinning (ONNX Runtime's default, `execution.spinning`) took 3-5% off the full demo
+    // case on two dedicated cores, although the pipeline's helper threads share them.
     let mut builder = Session::builder(env)?
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
-        .with_intra_threads(intra_threads)?
-        .with_intra_op_spinning(false)?;
+        .with_intra_threads(threads.intra)?
+        .with_intra_op_spinning(threads.spinning)?;
     if !providers.is_empty() {
         builder = builder.with_execution_providers(providers)?;
     }
@@ -140,18 +158,18 @@ fn tensor_info(outlet: &ort::value::Outlet) -> TensorInfo {
 
 /// Opens a model on the CPU and reads its declared inputs, outputs and metadata.
 pub fn inspect(env: &ort::environment::Environment, path: &Path) -> Result<ModelInfo, ModelError> {
-    load(env, path, 1).map(|(info, _, _)| info)
+    load(env, path, Threads::ONE).map(|(info, _, _)| info)
 }
 
 /// Opens a CPU session and reads what the model declares (no contract checks).
 fn load(
     env: &ort::environment::Environment,
     path: &Path,
-    intra_threads: usize,
+    threads: Threads,
 ) -> Result<(ModelInfo, Session, Vec<u8>), ModelError> {
     let (bytes, sha256) = read_model(path)?;
     let session =
-        build_session(env, &bytes, Vec::new(), intra_threads).map_err(|e| ModelError::Load {
+        build_session(env, &bytes, Vec::new(), threads).map_err(|e| ModelError::Load {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -183,7 +201,7 @@ impl OrtModel {
         opts: &OpenOptions,
     ) -> Result<OrtModel, ModelError> {
         let path = spec.path.as_path();
-        let (info, cpu_session, bytes) = load(env, path, opts.intra_threads)?;
+        let (info, cpu_session, bytes) = load(env, path, opts.threads)?;
         let contract = Contract::check(&info, spec, channels)?;
         let (session, device) = place(
             env,
@@ -244,7 +262,7 @@ impl OrtModel {
             path: self.info.path.clone(),
             reason: format!("cannot build the device-noise graph: {e}"),
         };
-        let builder = session_builder(env, providers, opts.intra_threads).map_err(fail)?;
+        let builder = session_builder(env, providers, opts.threads).map_err(fail)?;
         let noise = DeviceNoise::new(&builder, memory.map_err(fail)?, sigma, seed).map_err(fail)?;
         self.noise = Some(noise);
         Ok(())
@@ -290,7 +308,7 @@ fn place(
             "gpu libraries preloaded"
         );
         let result = providers::dispatch(device, opts.plan, &hint, opts.runtime).and_then(|eps| {
-            build_session(env, bytes, eps, opts.intra_threads)
+            build_session(env, bytes, eps, opts.threads)
                 .map_err(|e| ModelError::Provider(e.to_string()))
         });
         match result {

@@ -25,7 +25,7 @@ def run_args(out):
 
 def test_json_log_lines_and_clean_stdout(tmp_path):
     out = tmp_path / "o"
-    p = stochseg("--log-format", "json", *run_args(out))
+    p = stochseg("--log-format", "json", *run_args(out), "--compare-deterministic")
     assert p.returncode == 0, p.stderr
     assert p.stdout == f"{out / 'report.yaml'}\n"
     events = []
@@ -36,10 +36,23 @@ def test_json_log_lines_and_clean_stdout(tmp_path):
         assert isinstance(obj["fields"], dict) and "message" in obj["fields"], line
         events.append(obj["fields"])
     passes = [e for e in events if e["message"] == "pass done"]
-    assert [(e["model"], e["pass"], e["done"], e["total"]) for e in passes] == [
-        (0, 0, 1, 2), (0, 1, 2, 2)]
+    # one count over the ensemble's passes and then the deterministic comparison's
+    assert [(e["ensemble"], e["model"], e["pass"], e["done"], e["total"]) for e in passes] == [
+        ("stochastic", 0, 0, 1, 3), ("stochastic", 0, 1, 2, 3), ("deterministic", 0, 0, 3, 3)]
     stages = {e["stage"] for e in events if e["message"] == "stage done"}
-    assert {"load", "preprocess", "ensemble", "blobs", "write_maps"} <= stages
+    assert {"load", "preprocess", "ensemble", "blobs", "write_maps",
+            "deterministic_comparison"} <= stages
+    # every stage starts before it ends, and the passes run inside the ensemble stages
+    def at(message, stage):
+        return next(i for i, e in enumerate(events)
+                    if e["message"] == message and e.get("stage") == stage)
+
+    for stage in stages:
+        assert at("stage start", stage) < at("stage done", stage), stage
+    assert at("stage start", "ensemble") < events.index(passes[0])
+    assert events.index(passes[1]) < at("stage done", "ensemble")
+    assert at("stage start", "deterministic_comparison") < events.index(passes[2])
+    assert events.index(passes[2]) < at("stage done", "deterministic_comparison")
     finished = [e for e in events if e["message"] == "finished"]
     assert len(finished) == 1 and finished[0]["blobs"] >= 1
     assert not any(c in p.stderr for c in BAR_CHARS)
