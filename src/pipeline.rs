@@ -454,7 +454,7 @@ impl Default for Execution {
             tensorrt: TensorRtOptions::default(),
             cuda: CudaOptions::default(),
             threads: 0,
-            spinning: true,
+            spinning: false,
         }
     }
 }

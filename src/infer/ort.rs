@@ -123,8 +123,9 @@ fn session_builder(
     // ONNX Runtime's CPU memory arena stays on: without it the (16, 256, 256) model runs about
     // 40% slower (its activations are allocated and faulted in on every call), for 15-20% less
     // peak RSS (measured on the demo models with onnxruntime's Python API and the binary).
-    // Spinning (ONNX Runtime's default, `execution.spinning`) took 3-5% off the full demo
-    // case on two dedicated cores, although the pipeline's helper threads share them.
+    // Spinning (ONNX Runtime's own default; `execution.spinning`, off here) bought nothing on
+    // two cores in `make bench` (full demo case 102.9 s on vs 104.0 s off, 64^3 13.1 vs
+    // 11.8 s) for 6% more CPU time, which other jobs sharing the cores would lose.
     let mut builder = Session::builder(env)?
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
         .with_intra_threads(threads.intra)?
