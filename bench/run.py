@@ -475,10 +475,12 @@ def compare_placement(rust_out: Path, plain_out: Path, brain: np.ndarray, rust_b
                       a) -> dict:
     """stochseg (windows placed on the brain's bounding box) vs the plain reference (windows over
     the whole grid). A U-Net's output at a voxel depends on where the window around it sits, so
-    the per-voxel mean logits differ by more than rounding (reported, not judged). Judged: the
-    tumour labels (Dice of the two foregrounds >= a.plain_dice_min), the blobs (one to one for
-    blobs of a.blob_min_voxels or more, voxel counts within a.blob_rel_tol) and each such blob's
-    mean logit, the study's confidence (within a.plain_confidence_rel_tol x max(|ref|, 1))."""
+    the per-voxel mean logits differ by more than rounding. Judged: the mean |difference| over
+    the brain against the mean |logit| there (at most a.plain_logit_rel_tol of it: a wrong
+    model, channel order or normalization moves logits by their own size), the tumour labels
+    (Dice of the two foregrounds >= a.plain_dice_min), the blobs (one to one for blobs of
+    a.blob_min_voxels or more, voxel counts within a.blob_rel_tol) and each such blob's mean
+    logit, the study's confidence (within a.plain_confidence_rel_tol x max(|ref|, 1))."""
     mr, mp = load_map(rust_out / "mean_logits.nii.gz"), load_map(plain_out / "mean_logits.nii.gz")
     lr, lp = load_map(rust_out / "labels.nii.gz"), load_map(plain_out / "labels.nii.gz")
     fr, fp = lr > 0, lp > 0
@@ -494,8 +496,13 @@ def compare_placement(rust_out: Path, plain_out: Path, brain: np.ndarray, rust_b
         allowed = a.plain_confidence_rel_tol * max(abs(row["ref_mean_logit"]), 1.0)
         confidence.append({"rust_id": row["rust_id"], "ref_id": row["ref_id"],
                            "abs_diff": diff, "allowed": allowed, "ok": diff <= allowed})
-    ok = dice >= a.plain_dice_min and blobs["ok"] and all(c["ok"] for c in confidence)
-    return {"mean_logit_abs_diff_brain": abs_stats((mr - mp)[brain]),
+    diff = abs_stats((mr - mp)[brain])
+    scale = float(np.mean(np.abs(mp[brain].astype(np.float64)))) if brain.any() else 0.0
+    logit_rel = diff["mean"] / scale if scale > 0 and diff["mean"] is not None else None
+    ok = (logit_rel is not None and logit_rel <= a.plain_logit_rel_tol
+          and dice >= a.plain_dice_min and blobs["ok"] and all(c["ok"] for c in confidence))
+    return {"mean_logit_abs_diff_brain": diff, "ref_mean_abs_logit_brain": scale,
+            "mean_logit_rel_diff_brain": logit_rel, "logit_rel_tol": a.plain_logit_rel_tol,
             "probability_abs_diff_brain": abs_stats(prob(mr) - prob(mp)),
             "label_voxels_differing": int((fr != fp).sum()), "foreground_dice": dice,
             "dice_min": a.plain_dice_min, "blobs": blobs, "blob_confidence": confidence,
@@ -532,11 +539,12 @@ def placement_markdown(g: dict, passes) -> str:
     conf = ", ".join(f"#{c['rust_id']} {c['abs_diff']:.3f} (allowed {c['allowed']:.3f})"
                      for c in g["blob_confidence"]) or "none"
     return (f"**stochseg vs the plain reference** ({passes} passes each; windows on the brain's "
-            f"bounding box vs over the whole grid, and different noise streams): per voxel in "
-            f"the brain |Δ mean logit| mean {m['mean']:.3f}, p99 {m['p99']:.3f}, max {m['max']:.3f}; "
-            f"|Δ probability| mean {pr['mean']:.1e}, p99 {pr['p99']:.1e}, max {pr['max']:.2f} "
-            f"(window placement moves "
-            f"a U-Net's logits: reported, not judged). Judged: tumour labels Dice "
+            f"bounding box vs over the whole grid, and different noise streams; window placement "
+            f"moves a U-Net's logits): per voxel in the brain |Δ mean logit| mean {m['mean']:.3f} "
+            f"= {g['mean_logit_rel_diff_brain']:.1%} of the mean |logit| "
+            f"{g['ref_mean_abs_logit_brain']:.2f} (at most {g['logit_rel_tol']:.0%}), p99 "
+            f"{m['p99']:.3f}, max {m['max']:.3f}; |Δ probability| mean {pr['mean']:.1e}, p99 "
+            f"{pr['p99']:.1e}, max {pr['max']:.2f}; tumour labels Dice "
             f"{g['foreground_dice']:.4f} (>= {g['dice_min']}; {g['label_voxels_differing']} voxels "
             f"differ); blobs {b['count_rust']} vs {b['count_ref']}, ≥ {b['min_voxels']} voxels "
             f"{b['count_rust_ge_min']} vs {b['count_ref_ge_min']}, voxel counts within "
@@ -773,6 +781,9 @@ def parse_args(argv=None):
     p.add_argument("--blob-min-voxels", type=int, default=50,
                    help="blobs smaller than this may be unmatched (near-threshold specks)")
     p.add_argument("--blob-rel-tol", type=float, default=0.05)
+    p.add_argument("--plain-logit-rel-tol", type=float, default=0.1,
+                   help="vs the plain reference: mean |diff| of the mean logits in the brain "
+                        "at most this x their mean |logit| there")
     p.add_argument("--plain-dice-min", type=float, default=0.99,
                    help="vs the plain reference: least Dice of the two tumour foregrounds")
     p.add_argument("--plain-confidence-rel-tol", type=float, default=0.01,

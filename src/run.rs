@@ -64,6 +64,31 @@ struct PassCount {
     ensemble: &'static str,
 }
 
+impl PassCount {
+    /// The run's ensemble, whose passes come first (those of a deterministic comparison follow).
+    fn ensemble(p: &Pipeline, models: usize) -> PassCount {
+        let comparison = if p.ensemble.compare_deterministic {
+            models
+        } else {
+            0
+        };
+        PassCount {
+            before: 0,
+            all: p.passes_per_model() * models + comparison,
+            ensemble: p.ensemble.mode.name(),
+        }
+    }
+
+    /// The deterministic comparison's passes, one per model, after the ensemble's.
+    fn comparison(self, models: usize) -> PassCount {
+        PassCount {
+            before: self.all - models,
+            ensemble: crate::pipeline::Mode::Deterministic.name(),
+            ..self
+        }
+    }
+}
+
 /// What a finished run produced.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -182,17 +207,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     let model_entries = model_entries(&models, p);
     let t = clock.start("ensemble");
     let spill = staging.file(".passes.f16");
-    let own = p.passes_per_model() * models.len();
-    let comparison = if p.ensemble.compare_deterministic {
-        models.len()
-    } else {
-        0
-    };
-    let count = PassCount {
-        before: 0,
-        all: own + comparison,
-        ensemble: p.ensemble.mode.name(),
-    };
+    let count = PassCount::ensemble(p, models.len());
     let (aggregate, cost) = run_ensemble(
         &mut models,
         &prepared,
@@ -235,11 +250,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             blob_opts: &blob_opts,
             frame: &frame,
         };
-        let count = PassCount {
-            before: own,
-            ensemble: crate::pipeline::Mode::Deterministic.name(),
-            ..count
-        };
+        let count = count.comparison(models.len());
         let comparison = compare_deterministic(
             &mut models,
             p,
