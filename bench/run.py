@@ -476,8 +476,8 @@ def compare_placement(rust_out: Path, plain_out: Path, brain: np.ndarray, rust_b
     """stochseg (windows placed on the brain's bounding box) vs the plain reference (windows over
     the whole grid). A U-Net's output at a voxel depends on where the window around it sits, so
     the per-voxel mean logits differ by more than rounding. Judged: the mean |difference| over
-    the brain against the mean |logit| there (at most a.plain_logit_rel_tol of it: a wrong
-    model, channel order or normalization moves logits by their own size), the tumour labels
+    the brain against the mean |logit| there (at most a.plain_logit_rel_tol of it; on the demo
+    case the crop moves them by 5.5%, swapping t1n/t1c and t2w/t2f by 33%), the tumour labels
     (Dice of the two foregrounds >= a.plain_dice_min), the blobs (one to one for blobs of
     a.blob_min_voxels or more, voxel counts within a.blob_rel_tol) and each such blob's mean
     logit, the study's confidence (within a.plain_confidence_rel_tol x max(|ref|, 1))."""
