@@ -57,9 +57,9 @@ pub struct PassDone {
 /// Runs every pass of every model and feeds the aggregator.
 ///
 /// While a pass runs through the model, a helper thread adds the previous pass to the
-/// aggregator and (with `overlap_noise`) draws the noise of the next one into a second buffer. With noise inside the
-/// brain only, windows without a brain voxel see the same input in every pass: their outputs
-/// are computed in the first pass and reused.
+/// aggregator and (with `overlap_noise`) draws the noise of the next one into a second buffer.
+/// With noise inside the brain only, windows without a brain voxel see the same input in every
+/// pass: their outputs are computed in the first pass and reused.
 pub fn run(
     models: &mut [Box<dyn Model + '_>],
     input: ArrayView4<f32>,
@@ -83,19 +83,16 @@ pub fn run(
     for m in 0..models.len() {
         steps.extend((0..opts.passes).map(|p| (m, p)));
     }
-    let buffer = || {
-        Array4::<f32>::zeros(if noisy {
+    // the noisy copy of the input, and (overlapping) the next pass's, drawn ahead
+    let buffer = |wanted: bool| {
+        Array4::<f32>::zeros(if wanted {
             input.raw_dim()
         } else {
             Default::default()
         })
     };
-    let (mut current, mut next) = (buffer(), buffer());
-    let mut noise_seconds = if noisy {
-        timed(|| add_noise(input, brain, opts, 0, 0, &mut current))
-    } else {
-        0.0
-    };
+    let (mut current, mut next) = (buffer(noisy), buffer(noisy && opts.overlap_noise));
+    let mut noise_seconds = 0.0;
     let mut previous: Option<(usize, Array3<f32>)> = None;
     let mut tiling: Option<Tiling> = None;
     for (done, &(m, p)) in steps.iter().enumerate() {
@@ -106,7 +103,8 @@ pub fn run(
         let Some(tiling) = tiling.as_mut() else {
             continue;
         };
-        if noisy && !opts.overlap_noise && done > 0 {
+        // drawn here for the first pass, and for every pass unless drawn ahead
+        if noisy && (done == 0 || !opts.overlap_noise) {
             noise_seconds = timed(|| add_noise(input, brain, opts, m, p, &mut current));
         }
         let source = if noisy { current.view() } else { input };
@@ -282,6 +280,45 @@ mod tests {
         let mut out = input.clone();
         add_noise(input.view(), brain.view(), &o, 0, 0, &mut out);
         assert_eq!(out.iter().filter(|&&v| v != 0.0).count(), 1);
+    }
+
+    /// The noise of the next pass drawn ahead (as on GPUs) is the noise drawn pass by pass.
+    #[test]
+    fn noise_drawn_ahead_is_the_same_noise() {
+        let input = Array4::from_elem((1, 6, 10, 10), 1.0f32);
+        let brain = Array3::from_elem((6, 10, 10), true);
+        let aggregate = |overlap_noise: bool| {
+            let mut models: Vec<Box<dyn Model>> = (0..2)
+                .map(|_| {
+                    Box::new(crate::infer::testing::Pointwise::new([4, 8, 8], None))
+                        as Box<dyn Model>
+                })
+                .collect();
+            let mut agg = Aggregator::new(
+                [6, 10, 10],
+                Aggregation::MeanLogit,
+                PassStore::in_memory([6, 10, 10]),
+            );
+            let o = EnsembleOptions {
+                passes: 3,
+                overlap_noise,
+                ..opts(0.5, 11)
+            };
+            run(
+                &mut models,
+                input.view(),
+                brain.view(),
+                &o,
+                &mut agg,
+                &mut |_| {},
+            )
+            .unwrap();
+            agg.finish().unwrap()
+        };
+        let (ahead, in_turn) = (aggregate(true), aggregate(false));
+        assert_eq!(ahead.mean_logit, in_turn.mean_logit);
+        assert_eq!(ahead.std_logit, in_turn.std_logit);
+        assert!(in_turn.std_logit.iter().all(|&v| v > 0.0));
     }
 
     #[test]

@@ -428,13 +428,23 @@ fn with_ci(
     })
 }
 
-/// ROC AUC by ranks (Mann-Whitney U), ties counted one half; None without both classes.
-pub fn roc_auc(scores: &[f64], truth: &[bool]) -> Option<f64> {
+/// The counts of positives and negatives in `truth`; None unless both occur.
+fn both_classes(truth: &[bool]) -> Option<(usize, usize)> {
     let pos = truth.iter().filter(|&&t| t).count();
     let neg = truth.len() - pos;
-    if pos == 0 || neg == 0 {
-        return None;
-    }
+    (pos > 0 && neg > 0).then_some((pos, neg))
+}
+
+/// Indices of `scores` from the highest score to the lowest.
+fn descending(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order
+}
+
+/// ROC AUC by ranks (Mann-Whitney U), ties counted one half; None without both classes.
+pub fn roc_auc(scores: &[f64], truth: &[bool]) -> Option<f64> {
+    let (pos, neg) = both_classes(truth)?;
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let mut rank_sum = 0.0;
@@ -456,13 +466,8 @@ pub fn roc_auc(scores: &[f64], truth: &[bool]) -> Option<f64> {
 /// per distinct score (high to low, tied scores together); None without both classes. Its
 /// trapezoid area is `roc_auc`.
 pub fn roc_curve(scores: &[f64], truth: &[bool]) -> Option<Vec<[f64; 2]>> {
-    let pos = truth.iter().filter(|&&t| t).count();
-    let neg = truth.len() - pos;
-    if pos == 0 || neg == 0 {
-        return None;
-    }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (pos, neg) = both_classes(truth)?;
+    let order = descending(scores);
     let mut points = vec![[0.0, 0.0]];
     let (mut tp, mut fp) = (0usize, 0usize);
     for (i, &k) in order.iter().enumerate() {
@@ -488,8 +493,7 @@ pub fn average_precision(scores: &[f64], truth: &[bool]) -> Option<f64> {
     if pos == 0 {
         return None;
     }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let order = descending(scores);
     let (mut tp, mut fp, mut ap, mut last_recall) = (0usize, 0usize, 0.0, 0.0);
     let mut i = 0;
     while i < order.len() {

@@ -524,16 +524,20 @@ fn report_progress(bar: Option<&indicatif::ProgressBar>, event: Event) {
             seconds = p.noise_seconds + p.inference_seconds,
             "pass done"
         ),
-        (Event::StageStart { name }, Some(bar)) => {
-            bar.suspend(|| tracing::info!(stage = name, "stage start"))
+        (Event::StageStart { name }, bar) => {
+            log_beside(bar, || tracing::info!(stage = name, "stage start"))
         }
-        (Event::StageStart { name }, None) => tracing::info!(stage = name, "stage start"),
-        (Event::StageDone { name, seconds }, Some(bar)) => {
-            bar.suspend(|| tracing::info!(stage = name, seconds, "stage done"))
+        (Event::StageDone { name, seconds }, bar) => {
+            log_beside(bar, || tracing::info!(stage = name, seconds, "stage done"))
         }
-        (Event::StageDone { name, seconds }, None) => {
-            tracing::info!(stage = name, seconds, "stage done")
-        }
+    }
+}
+
+/// Logs above the progress bar (which is drawn again below the line), or plainly without one.
+fn log_beside(bar: Option<&indicatif::ProgressBar>, log: impl FnOnce()) {
+    match bar {
+        Some(bar) => bar.suspend(log),
+        None => log(),
     }
 }
 

@@ -765,7 +765,7 @@ fn algorithm_parameters(p: &Pipeline, models: &[OrtModel]) -> String {
         "models: {}; mode: {}; passes per model: {}; sigma: {}; seed: {}; aggregation: {}; \
          threshold: {}; connectivity: {}; min voxels: {}{selection}",
         names.join(", "),
-        snake(&p.ensemble.mode),
+        p.ensemble.mode.name(),
         p.passes_per_model(),
         p.effective_sigma(),
         p.ensemble.seed,
@@ -822,7 +822,7 @@ fn ensemble_info(p: &Pipeline, cost: &EnsembleCost) -> report::EnsembleInfo {
     report::EnsembleInfo {
         patches_run: cost.patches,
         patches_reused: cost.reused,
-        mode: snake(&p.ensemble.mode),
+        mode: p.ensemble.mode.name().to_string(),
         passes_per_model: p.passes_per_model(),
         total_passes: p.passes_per_model() * p.models.len(),
         sigma: p.effective_sigma(),

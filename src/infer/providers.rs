@@ -122,7 +122,6 @@ impl ShapeHint {
     }
 }
 
-/// Execution providers to register for `device` (empty for the CPU).
 /// The CUDA provider on device `id`, as the plan configures it.
 pub fn cuda(id: i32, plan: &ProviderPlan) -> ExecutionProviderDispatch {
     let search = match plan.conv_search {
@@ -138,16 +137,16 @@ pub fn cuda(id: i32, plan: &ProviderPlan) -> ExecutionProviderDispatch {
         .error_on_failure()
 }
 
+/// Execution providers to register for `device` (empty for the CPU).
 pub fn dispatch(
     device: Device,
     plan: &ProviderPlan,
     hint: &ShapeHint,
     runtime: &Runtime,
 ) -> Result<Vec<ExecutionProviderDispatch>, ModelError> {
-    let cuda = |id: i32| cuda(id, plan);
     Ok(match device {
         Device::Cpu => Vec::new(),
-        Device::Cuda(id) => vec![cuda(id)],
+        Device::Cuda(id) => vec![cuda(id, plan)],
         Device::TensorRt(id) => {
             let dir = trt_cache_dir(plan, hint, runtime, id)?;
             let dir_text = dir.display().to_string();
@@ -164,7 +163,7 @@ pub fn dispatch(
                 .with_profile_max_shapes(&profile)
                 .build()
                 .error_on_failure();
-            vec![trt, cuda(id)]
+            vec![trt, cuda(id, plan)]
         }
     })
 }

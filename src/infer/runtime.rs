@@ -47,7 +47,7 @@ pub fn candidates(flag: Option<&Path>) -> Vec<(String, PathBuf)> {
     for (origin, capi) in checkout.chain(python_package_dirs()) {
         out.push((
             origin,
-            newest_library(&capi, ORT_LIBRARY).unwrap_or(capi.join("libonnxruntime.so.*")),
+            newest_library(&capi, ORT_LIBRARY).unwrap_or(capi.join(format!("{ORT_LIBRARY}.*"))),
         ));
     }
     out
