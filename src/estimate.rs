@@ -10,8 +10,9 @@
 //! capped by `inference.max_batch_voxels`, as `window::batch_for` does).
 //!
 //! Peak memory = base (binary, ONNX Runtime, threads: [`BASE_BYTES`]) + per model (every
-//! session stays open for the whole run) 2 x the model file + `b x V x` [`ACTIVATION_BYTES`]
-//! + the largest of three phases of data:
+//! session stays open for the whole run) 2 x the model file + the largest model's `b x V x`
+//! [`ACTIVATION_BYTES`] (on the CPU the models share one ONNX Runtime arena and run one after
+//! another) + the largest of three phases of data:
 //! - load: `8K N` (each channel as f32, then the stacked case);
 //! - ensemble: the case `4K N`, the normalized crop and mask `(4K + 1) C`, the noisy copy
 //!   `4K C`, Welford mean and M2 `8 C` (+ `4 C` for `mean_probability`), the f16 pass maps
@@ -41,9 +42,10 @@ use crate::window::capped_batch;
 
 /// The binary, the ONNX Runtime library and thread stacks (measured: 40 to 60 MiB).
 pub const BASE_BYTES: u64 = 64 << 20;
-/// ONNX Runtime's working memory per patch voxel and batch item, after its arena has settled
-/// (measured on the demo U-Nets, base width 8: 200 to 440 bytes); wider networks need more.
-pub const ACTIVATION_BYTES: u64 = 512;
+/// ONNX Runtime's working memory per patch voxel and batch item, after the shared arena has
+/// settled (measured on the demo U-Nets, base width 8: 160 to 230 bytes); wider networks need
+/// more.
+pub const ACTIVATION_BYTES: u64 = 320;
 /// `report.yaml` plus `report.json`.
 pub const REPORT_BYTES: u64 = 64 << 10;
 /// Header and attributes of one DICOM file.
@@ -185,11 +187,9 @@ fn product(v: [usize; 3]) -> u64 {
 
 fn memory_parts(p: &Pipeline, models: &[ModelPlan], z: &Sizes) -> BTreeMap<String, u64> {
     let (n, c, k, t) = (z.n, z.c, z.k, z.passes);
-    let sessions: u64 = models
-        .iter()
-        .zip(&z.models)
-        .map(|(m, &(v, b))| 2 * m.file_bytes + b * v * ACTIVATION_BYTES)
-        .sum();
+    let files: u64 = models.iter().map(|m| 2 * m.file_bytes).sum();
+    let arena = z.models.iter().map(|&(v, b)| b * v).max().unwrap_or(0) * ACTIVATION_BYTES;
+    let sessions = files + arena;
     let load = 8 * k * n;
     let prob_mean = if p.ensemble.aggregation == Aggregation::MeanProbability {
         4 * c
@@ -354,6 +354,16 @@ mod tests {
         assert!(big.peak_memory_bytes > two.peak_memory_bytes);
         let small = estimate(&p, &[plan([16, 32, 32])], &g).unwrap();
         assert!(big.memory_parts["models"] > 50 * small.memory_parts["models"]);
+    }
+
+    #[test]
+    fn the_models_share_one_arena_sized_for_the_largest() {
+        let p = pipeline(2);
+        let g = grid([96, 112, 48]);
+        let both = estimate(&p, &[plan([16, 32, 32]), plan([16, 256, 256])], &g).unwrap();
+        // p32 in batches of 4; p256 one at a time under the default voxel cap
+        let largest = (16 * 256 * 256).max(4 * 16 * 32 * 32) * ACTIVATION_BYTES;
+        assert_eq!(both.memory_parts["models"], 2 * 2 * (1 << 20) + largest);
     }
 
     #[test]

@@ -131,7 +131,14 @@ fn session_builder(
         .with_intra_threads(threads.intra)?
         .with_intra_op_spinning(threads.spinning)?;
     if !providers.is_empty() {
-        builder = builder.with_execution_providers(providers)?;
+        return Ok(builder.with_execution_providers(providers)?);
+    }
+    // On the CPU, activations come from the arena one by one rather than as one block planned
+    // per input shape: the (16, 256, 256) model's arena grows by about 220 MiB less, at the
+    // same speed; and the arena is the environment's, shared by every model.
+    builder = builder.with_memory_pattern(false)?;
+    if super::runtime::shared_cpu_arena() {
+        builder = builder.with_env_allocators()?;
     }
     Ok(builder)
 }
