@@ -451,12 +451,12 @@ def main(argv=None) -> int:
         "timings_s": {**timings, "onnxruntime": onnx_s,
                       "ensemble_noise": timers["noise"], "ensemble_stitch": timers["stitch"],
                       "ensemble_aggregate": timers["aggregate"]},
-        "peak_rss_mb": usage.ru_maxrss / 1024.0,
+        "peak_rss_mib": usage.ru_maxrss / 1024.0,
         "cpu_s": usage.ru_utime + usage.ru_stime,
     }
     (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"{len(blobs)} blobs, total {timings['total']:.1f} s, inside ONNX Runtime {onnx_s:.1f} s, "
-        f"peak RSS {summary['peak_rss_mb']:.0f} MB")
+        f"peak RSS {summary['peak_rss_mib']:.0f} MiB")
     return 0
 
 

@@ -86,7 +86,7 @@ def measure(cmd, env=None, timeout=None, log_path: Path | None = None) -> dict:
         "rc": proc.returncode,
         "timed_out": bool(killed),
         "wall_s": wall,
-        "peak_rss_mb": usage.ru_maxrss / 1024.0,  # Linux: KiB
+        "peak_rss_mib": usage.ru_maxrss / 1024.0,  # Linux: KiB
         "cpu_s": cpu,
         "cpu_util": cpu / wall if wall > 0 else None,
         "loadavg_1m_before": load_before,
@@ -161,7 +161,7 @@ def summarize_run(kind: str, m: dict, out: Path, overlap: float) -> dict:
         "blobs": blobs,
         "version": version,
         # the program's own figure where it reports one (stochseg: VmHWM), beside wait4's
-        "self_reported_peak_rss_mb": rep.get("peak_rss_mib") or rep.get("peak_rss_mb"),
+        "self_reported_peak_rss_mib": rep.get("peak_rss_mib"),
     })
     return m
 
@@ -179,7 +179,7 @@ def median_of(runs: list[dict]) -> dict:
     return {
         "runs_ok": len(ok),
         "wall_s": med([r["wall_s"] for r in ok]),
-        "peak_rss_mb": med([r["peak_rss_mb"] for r in ok]),
+        "peak_rss_mib": med([r["peak_rss_mib"] for r in ok]),
         "cpu_util": med([r["cpu_util"] for r in ok]),
         "cpu_s": med([r["cpu_s"] for r in ok]),
         "onnxruntime_s": med([r["onnxruntime_s"] for r in ok]),
@@ -246,7 +246,7 @@ class Bench:
                 print(f"[bench] {label} FAILED rc={m['rc']}\n{m['log_tail']}", file=sys.stderr)
                 results.append(m)
                 break
-            print(f"[bench]   wall {m['wall_s']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB, "
+            print(f"[bench]   wall {m['wall_s']:.1f} s, peak RSS {m['peak_rss_mib']:.0f} MiB, "
                   f"cpu util {m['cpu_util']:.2f}", file=sys.stderr, flush=True)
             results.append(m)
         part = {"label": label, "kind": kind, "case": str(case), "threads": threads,
@@ -533,6 +533,40 @@ def cpu_median(md: dict, runs: list) -> float | None:
     return statistics.median(values) if values else None
 
 
+GB = 1e9  # the issue's "1 GB": 10^9 bytes (953.7 MiB)
+
+
+def targets(vs: dict) -> list[dict]:
+    """Issue #5's targets on the full-size case, from the versus medians: each with what was
+    measured, the bound, and whether it was met."""
+    rust, plain, ref = vs.get("rust"), vs.get("plain"), vs.get("ref")
+    if not rust:
+        return []
+    out = []
+    ort = ort_median(rust)
+    if ort is not None:
+        share = 1.0 - ort / rust["wall_s"]
+        out.append({"target": "time outside ONNX Runtime <= 10% of wall time",
+                    "measured": f"{share:.1%}", "met": share <= 0.10})
+    peak = rust["peak_rss_mib"] * 1024 * 1024
+    out.append({"target": "peak RSS <= 1 GB (10^9 bytes)",
+                "measured": f"{peak / GB:.3f} GB ({rust['peak_rss_mib']:.0f} MiB)",
+                "met": peak <= GB})
+    for name, md in (("plain", plain), ("same windows", ref)):
+        if md:
+            r = rust["peak_rss_mib"] / md["peak_rss_mib"]
+            out.append({"target": f"peak RSS <= half of the reference's ({name})",
+                        "measured": f"{r:.2f}", "met": r <= 0.5})
+    if plain:
+        speedup = plain["wall_s"] / rust["wall_s"]
+        cpu_r = cpu_median(rust, vs.get("rust_runs", []))
+        cpu_p = cpu_median(plain, vs.get("plain_runs", []))
+        cpu = f"; CPU time {cpu_p / cpu_r:.2f}x" if cpu_r and cpu_p else ""
+        out.append({"target": "end to end >= 2x faster than the plain reference (wall)",
+                    "measured": f"{speedup:.2f}x{cpu}", "met": speedup >= 2.0})
+    return out
+
+
 def placement_markdown(g: dict, passes) -> str:
     m, pr = g["mean_logit_abs_diff_brain"], g["probability_abs_diff_brain"]
     b = g["blobs"]
@@ -576,7 +610,7 @@ def markdown(res: dict) -> str:
     if res["series"]:
         L.append("## Scaling (stochseg)\n")
         L.append("| case | grid (i×j×k) | crop (z×y×x) | windows/pass p32/p64/p256 | threads | wall s "
-                 "| ensemble s | inside ORT s | passes/s | patches/s | peak RSS MB | CPU s | CPU util "
+                 "| ensemble s | inside ORT s | passes/s | patches/s | peak RSS MiB | CPU s | CPU util "
                  "| 1→T speedup |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         base = {}
@@ -593,7 +627,7 @@ def markdown(res: dict) -> str:
                      f"{'×'.join(map(str, r0['crop_shape_zyx']))} | {wins} | {s['threads']} | "
                      f"{fmt(md['wall_s'])} | {fmt(md['timings_s'].get('ensemble'))} | "
                      f"{fmt(ort_median(md))} | {fmt(md['passes_per_s'], 2)} | "
-                     f"{fmt(md['patches_per_s'], 0)} | {fmt(md['peak_rss_mb'], 0)} | "
+                     f"{fmt(md['patches_per_s'], 0)} | {fmt(md['peak_rss_mib'], 0)} | "
                      f"{fmt(cpu_median(md, s['runs']))} | {fmt(md['cpu_util'], 2)} | "
                      f"{fmt(sp / md['wall_s'], 2) if sp and s['threads'] != 1 else '—'} |")
         L.append("")
@@ -618,7 +652,7 @@ def markdown(res: dict) -> str:
         L.append(f"## stochseg vs numpy + onnxruntime, full size, {vs['threads']} threads, "
                  f"{vs['total_passes']} passes\n")
         L.append("| implementation | runs | wall s | ensemble s | inside ORT s | passes/s "
-                 "| patches/s | peak RSS MB | CPU s | CPU util |")
+                 "| patches/s | peak RSS MiB | CPU s | CPU util |")
         L.append("|---|---|---|---|---|---|---|---|---|---|")
         cpu = {}
         rows = (("stochseg (Rust)", "rust"), ("reference.py, same windows", "ref"),
@@ -634,7 +668,7 @@ def markdown(res: dict) -> str:
             L.append(f"| {name} | {md['runs_ok']} | {fmt(md['wall_s'])} | "
                      f"{fmt(md['timings_s'].get('ensemble'))} | {fmt(ort_median(md))} | "
                      f"{fmt(md['passes_per_s'], 2)} | {fmt(md['patches_per_s'], 0)} | "
-                     f"{fmt(md['peak_rss_mb'], 0)} | {fmt(cpu[key])} | {fmt(md['cpu_util'], 2)} |")
+                     f"{fmt(md['peak_rss_mib'], 0)} | {fmt(cpu[key])} | {fmt(md['cpu_util'], 2)} |")
         L.append("\nSame windows: the reference places them on the brain's bounding box as stochseg "
                  "does (nnU-Net's crop); plain: over the whole grid (`--no-crop`).")
         for key, name in (("ref", "same windows"), ("plain", "plain")):
@@ -659,6 +693,14 @@ def markdown(res: dict) -> str:
                      f"{fmt(r.get('peak_rss'), 2)}.")
         L.append("\n(On a busy machine the CPU-time ratio is the steadier one: wall time depends "
                  "on how many cores each run got.)\n")
+        rows = targets(vs)
+        if rows:
+            L.append("Targets (issue #5, full size, medians):\n")
+            L.append("| target | measured | met |")
+            L.append("|---|---|---|")
+            L.extend(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |"
+                     for t in rows)
+            L.append("")
     ag = res.get("agreement", {})
     if ag.get("deterministic"):
         d = ag["deterministic"]
@@ -674,8 +716,8 @@ def markdown(res: dict) -> str:
         tr, tp = d.get("timings", {}).get("rust"), d.get("timings", {}).get("ref")
         if tr and tp:
             L.append(f"Deterministic runs (3 passes, one run each): stochseg {fmt(tr['wall_s'])} s, "
-                     f"{fmt(tr['peak_rss_mb'], 0)} MB; reference {fmt(tp['wall_s'])} s, "
-                     f"{fmt(tp['peak_rss_mb'], 0)} MB.\n")
+                     f"{fmt(tr['peak_rss_mib'], 0)} MiB; reference {fmt(tp['wall_s'])} s, "
+                     f"{fmt(tp['peak_rss_mib'], 0)} MiB.\n")
         if d.get("blobs"):
             b = d["blobs"]
             L.append(f"Blobs: {b['count_rust']} (stochseg) vs {b['count_ref']} (reference); "
@@ -798,7 +840,7 @@ def ratios(rust: dict, ref: dict) -> dict:
     """stochseg's medians over the reference's."""
     return {"wall": rust["wall_s"] / ref["wall_s"], "speedup": ref["wall_s"] / rust["wall_s"],
             "ensemble": rust["timings_s"]["ensemble"] / ref["timings_s"]["ensemble"],
-            "peak_rss": rust["peak_rss_mb"] / ref["peak_rss_mb"]}
+            "peak_rss": rust["peak_rss_mib"] / ref["peak_rss_mib"]}
 
 
 def deterministic_pair(bench: Bench, case: Path, threads: int, brain: np.ndarray,
@@ -919,6 +961,7 @@ def main(argv=None) -> int:
                                       a.blob_min_voxels, a.blob_rel_tol)
             res.setdefault("agreement", {})["stochastic"] = st
             res["stochseg_version"] = rust["runs"][-1]["version"]
+        vs["targets"] = targets(vs)
         res["versus"] = vs
     if "deterministic" not in a.skip:
         tv = a.versus_threads
