@@ -99,6 +99,21 @@ struct EvaluateArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PrecisionChoice {
+    F32,
+    Bf16,
+}
+
+impl From<PrecisionChoice> for pipeline::Precision {
+    fn from(p: PrecisionChoice) -> Self {
+        match p {
+            PrecisionChoice::F32 => pipeline::Precision::F32,
+            PrecisionChoice::Bf16 => pipeline::Precision::Bf16,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum SchemaChoice {
     Pipeline,
     Report,
@@ -131,9 +146,14 @@ struct ConfigArgs {
     /// Threshold on the aggregated logit.
     #[arg(long, allow_negative_numbers = true)]
     threshold: Option<f32>,
-    /// cpu, cuda[:N] or tensorrt[:N] (replaces the config's provider list).
+    /// cpu (ONNX Runtime's own provider), openvino, cuda[:N] or tensorrt[:N] (replaces the
+    /// config's provider list).
     #[arg(long)]
     device: Option<String>,
+    /// OpenVINO's precision: f32 (matches the CPU provider) or bf16 (CPUs with AVX512_BF16 or
+    /// AMX).
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionChoice>,
     /// Fall back to the next configured provider when one cannot be had.
     #[arg(long)]
     allow_fallback: bool,
@@ -378,6 +398,14 @@ fn load_pipeline_with(
         .iter()
         .map(|m| pipeline::parse_model_arg(m))
         .collect::<Result<Vec<_>, _>>()?;
+    let device = args
+        .device
+        .as_deref()
+        .map(|d| {
+            d.parse::<pipeline::Device>()
+                .map_err(|e| ConfigError::Invalid(format!("--device: {e}")))
+        })
+        .transpose()?;
     let base = match &args.pipeline {
         Some(path) => Pipeline::load(path)?,
         None if !models.is_empty() => Pipeline::from_models(Vec::new()),
@@ -397,7 +425,8 @@ fn load_pipeline_with(
         compare_deterministic: args.compare_deterministic,
         figures,
         threshold: args.threshold,
-        device: args.device.clone(),
+        device,
+        precision: args.precision.map(Into::into),
         allow_fallback: args.allow_fallback,
         threads: args.threads,
         batch_size: args.batch_size,
@@ -549,7 +578,7 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
         .then(|| case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels))
         .transpose()?;
     let (env, rt) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
-    let plan = stochseg::infer::providers::ProviderPlan::from_config(&pipeline.execution)?;
+    let plan = stochseg::infer::providers::ProviderPlan::from_config(&pipeline.execution);
     let opts = stochseg::infer::ort::OpenOptions {
         plan: &plan,
         runtime: rt,
@@ -563,17 +592,21 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
     for spec in &pipeline.models {
         let model = stochseg::infer::ort::OrtModel::open(env, spec, &pipeline.channels, &opts)?;
         let provider = model.device().provider_name();
+        let placement = model.placement();
         if !yaml {
             println!(
-                "model {}: patch {:?}, batch {:?}, provider {provider}, ok",
+                "model {}: patch {:?}, batch {:?}, provider {provider} ({}), ok",
                 model.name(),
                 model.patch_size(),
                 model.fixed_batch(),
+                placement.precision,
             );
         }
         model_values.push(serde_json::json!({
             "name": model.name(), "path": spec.path, "patch_size": model.patch_size(),
             "fixed_batch": model.fixed_batch(), "execution_provider": provider,
+            "precision": placement.precision,
+            "plugin_version": placement.plugin.as_ref().map(|p| &p.version),
         }));
         plans.push(estimate::model_plan(
             &spec.path,

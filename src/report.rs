@@ -90,7 +90,19 @@ pub struct ModelEntry {
     pub patch_size: [usize; 3],
     pub batch_size: usize,
     pub execution_provider: String,
+    /// `f32`, or `bf16` / `fp16` where the provider computes in less.
+    pub precision: String,
+    /// The library of a plugin provider (OpenVINO) and its version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginInfo>,
     pub metadata: BTreeMap<String, String>,
+}
+
+/// An execution provider loaded as a plugin library.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    pub library: PathBuf,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

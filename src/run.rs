@@ -147,7 +147,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     let p = &req.pipeline;
     // taken first: refuses an existing output or a concurrent run before any work is done
     let staging = Staging::new(&req.out, req.overwrite)?;
-    let plan = ProviderPlan::from_config(&p.execution)?;
+    let plan = ProviderPlan::from_config(&p.execution);
     let threads = thread_count(p.execution.threads);
     let mut clock = Clock {
         timings: BTreeMap::new(),
@@ -313,7 +313,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         .timings
         .insert("total".to_string(), clock.started.elapsed().as_secs_f64());
     let report = Report {
-        schema_version: 1,
+        schema_version: 2,
         tool: report::Tool {
             name: "stochseg".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -326,7 +326,12 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         runtime: report::RuntimeInfo {
             onnxruntime_version: rt.version.clone(),
             onnxruntime_library: rt.library.clone(),
-            providers_requested: p.execution.providers.clone(),
+            providers_requested: p
+                .execution
+                .providers
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
             allow_fallback: p.execution.allow_fallback,
             threads,
         },
@@ -455,9 +460,7 @@ fn run_ensemble(
         seed: p.ensemble.seed,
         noise_region: p.ensemble.noise_region,
         noise_on: p.ensemble.noise_on,
-        overlap_noise: models
-            .iter()
-            .any(|m| m.device() != crate::infer::providers::Device::Cpu),
+        overlap_noise: models.iter().any(|m| !m.device().on_host()),
         window: WindowOptions {
             overlap: p.inference.overlap,
             weighting: p.inference.weighting,
@@ -813,6 +816,11 @@ fn model_entries(models: &[OrtModel], p: &Pipeline) -> Vec<report::ModelEntry> {
                 p.inference.max_batch_voxels,
             )),
             execution_provider: m.device().provider_name().to_string(),
+            precision: m.placement().precision.to_string(),
+            plugin: m.placement().plugin.as_ref().map(|p| report::PluginInfo {
+                library: p.library.clone(),
+                version: p.version.clone(),
+            }),
             metadata: m.info.metadata.clone(),
         })
         .collect()

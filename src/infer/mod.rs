@@ -1,8 +1,10 @@
 //! Model execution. `Model` is the seam between the ensemble and a backend: the window,
 //! ensemble and aggregation code is tested with plain-Rust models, and ONNX Runtime (`ort`
-//! module) is one implementation. `runtime` finds and loads the ONNX Runtime library.
+//! module) is one implementation. `runtime` finds and loads the ONNX Runtime library,
+//! `providers` and `openvino` put sessions on execution providers.
 
 pub mod noise;
+pub mod openvino;
 pub mod ort;
 pub mod providers;
 pub mod runtime;

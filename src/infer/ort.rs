@@ -16,6 +16,7 @@ use ort::value::{TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
 use crate::infer::noise::DeviceNoise;
+use crate::infer::openvino::{self, Plugin};
 use crate::infer::providers::{self, Device, ProviderPlan, ShapeHint};
 use crate::infer::runtime::Runtime;
 use crate::infer::{Model, ModelError};
@@ -76,6 +77,31 @@ pub struct ModelInfo {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Where a session ended up, for the log and the report.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub device: Device,
+    /// `f32`, or `bf16` / `fp16` where the provider computes in less.
+    pub precision: &'static str,
+    /// The plugin library of a plugin provider (OpenVINO).
+    pub plugin: Option<Plugin>,
+}
+
+impl Placement {
+    fn on(device: Device, plan: &ProviderPlan) -> Placement {
+        let precision = match device {
+            Device::OpenVino => plan.openvino.precision.name(),
+            Device::TensorRt(_) if plan.trt_fp16 => "fp16",
+            _ => "f32",
+        };
+        Placement {
+            device,
+            precision,
+            plugin: None,
+        }
+    }
+}
+
 /// An ONNX model ready to run patches.
 pub struct OrtModel {
     name: String,
@@ -85,7 +111,7 @@ pub struct OrtModel {
     patch: [usize; 3],
     batch: Option<usize>,
     output_channel: usize,
-    device: Device,
+    placement: Placement,
     /// The noise graph run before the model with `ensemble.noise_on: device`.
     noise: Option<DeviceNoise>,
     pub info: ModelInfo,
@@ -211,7 +237,7 @@ impl OrtModel {
         let path = spec.path.as_path();
         let (info, cpu_session, bytes) = load(env, path, opts.threads)?;
         let contract = Contract::check(&info, spec, channels)?;
-        let (session, device) = place(
+        let (session, placement) = place(
             env,
             &bytes,
             cpu_session,
@@ -230,7 +256,7 @@ impl OrtModel {
         // a GPU session keeps one input shape, so the batch is pinned even when the graph's is dynamic
         let batch = contract
             .batch
-            .or((device != Device::Cpu).then_some(opts.gpu_batch(contract.patch)));
+            .or((!placement.device.on_host()).then_some(opts.gpu_batch(contract.patch)));
         Ok(OrtModel {
             name,
             session,
@@ -239,7 +265,7 @@ impl OrtModel {
             patch: contract.patch,
             batch,
             output_channel: spec.output_channel,
-            device,
+            placement,
             noise: None,
             info,
         })
@@ -254,8 +280,9 @@ impl OrtModel {
         sigma: f32,
         seed: u64,
     ) -> Result<(), ModelError> {
-        let (providers, memory) = match self.device {
-            Device::Cpu => (Vec::new(), host_memory()),
+        // OpenVINO runs on the host: its noise comes from the CPU provider, in host memory
+        let (providers, memory) = match self.placement.device {
+            Device::Cpu | Device::OpenVino => (Vec::new(), host_memory()),
             Device::Cuda(id) | Device::TensorRt(id) => (
                 vec![providers::cuda(id, opts.plan)],
                 MemoryInfo::new(
@@ -278,7 +305,12 @@ impl OrtModel {
 
     /// The provider this model's session runs on.
     pub fn device(&self) -> Device {
-        self.device
+        self.placement.device
+    }
+
+    /// The provider, its precision and plugin.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// How inference errors name the model: its file.
@@ -296,7 +328,7 @@ fn place(
     contract: &Contract,
     channels: usize,
     opts: &OpenOptions,
-) -> Result<(Session, Device), ModelError> {
+) -> Result<(Session, Placement), ModelError> {
     let hint = ShapeHint {
         input_name: contract.input_name.clone(),
         batch: contract.batch.unwrap_or(opts.gpu_batch(contract.patch)),
@@ -305,22 +337,24 @@ fn place(
         model_sha256: info.sha256.clone(),
     };
     let mut failures = Vec::new();
+    let mut cpu_session = Some(cpu_session);
     for (i, &device) in opts.plan.devices.iter().enumerate() {
-        if device == Device::Cpu {
-            return Ok((cpu_session, device));
-        }
-        let attempt = providers::preload(device, opts.runtime);
-        tracing::debug!(
-            provider = device.provider_name(),
-            preloaded = attempt.len(),
-            "gpu libraries preloaded"
-        );
-        let result = providers::dispatch(device, opts.plan, &hint, opts.runtime).and_then(|eps| {
-            build_session(env, bytes, eps, opts.threads)
-                .map_err(|e| ModelError::Provider(e.to_string()))
-        });
+        let result = match device {
+            Device::Cpu => match cpu_session.take() {
+                Some(session) => Ok((session, Placement::on(device, opts.plan))),
+                None => Err(ModelError::Provider("listed twice".into())),
+            },
+            Device::OpenVino => openvino_session(env, bytes, &hint, opts),
+            Device::Cuda(_) | Device::TensorRt(_) => {
+                accelerator_session(env, bytes, device, &hint, opts)
+                    .map(|session| (session, Placement::on(device, opts.plan)))
+            }
+        };
         match result {
-            Ok(session) => return Ok((session, device)),
+            Ok((session, placement)) => {
+                log_placement(info, &placement);
+                return Ok((session, placement));
+            }
             Err(e) => {
                 let reason = match e {
                     ModelError::Provider(r) => r,
@@ -338,7 +372,7 @@ fn place(
                     "{}: {} cannot be used: {reason} ({})",
                     info.path.display(),
                     device.provider_name(),
-                    provider_hint(&reason)
+                    provider_hint(device, &reason)
                 )));
             }
         }
@@ -350,9 +384,70 @@ fn place(
     )))
 }
 
+fn log_placement(info: &ModelInfo, placement: &Placement) {
+    let model = info.path.display().to_string();
+    let provider = placement.device.provider_name();
+    match &placement.plugin {
+        Some(plugin) => tracing::info!(
+            %model, provider, precision = placement.precision,
+            plugin_version = %plugin.version, plugin = %plugin.library.display(),
+            "model placed"
+        ),
+        None => tracing::info!(%model, provider, precision = placement.precision, "model placed"),
+    }
+}
+
+/// A session on a GPU provider (`device` is CUDA or TensorRT), its libraries preloaded.
+fn accelerator_session(
+    env: &ort::environment::Environment,
+    bytes: &[u8],
+    device: Device,
+    hint: &ShapeHint,
+    opts: &OpenOptions,
+) -> Result<Session, ModelError> {
+    let attempt = providers::preload(device, opts.runtime);
+    tracing::debug!(
+        provider = device.provider_name(),
+        preloaded = attempt.len(),
+        "gpu libraries preloaded"
+    );
+    let eps = providers::dispatch(device, opts.plan, hint, opts.runtime)?;
+    build_session(env, bytes, eps, opts.threads).map_err(|e| ModelError::Provider(e.to_string()))
+}
+
+/// A session on the OpenVINO plugin's CPU device, at the plan's precision, with its compiled
+/// model cached (see `openvino`).
+fn openvino_session(
+    env: &ort::environment::Environment,
+    bytes: &[u8],
+    hint: &ShapeHint,
+    opts: &OpenOptions,
+) -> Result<(Session, Placement), ModelError> {
+    let ov = &opts.plan.openvino;
+    let plugin = openvino::register(env, ov.library.as_deref(), opts.runtime)?;
+    plugin.check(ov.precision)?;
+    let cache = providers::openvino_cache_dir(
+        opts.plan,
+        &hint.model_sha256,
+        opts.runtime,
+        &plugin,
+        opts.threads.intra,
+    )?;
+    let config = openvino::load_config(ov.precision, opts.threads.intra, &cache);
+    let session = session_builder(env, Vec::new(), opts.threads)
+        .and_then(|b| openvino::configure(env, b, &config))
+        .and_then(|mut b| b.commit_from_memory(bytes))
+        .map_err(|e| ModelError::Provider(e.to_string()))?;
+    let mut placement = Placement::on(Device::OpenVino, opts.plan);
+    placement.plugin = Some(plugin);
+    Ok((session, placement))
+}
+
 /// How to get past a provider failure: the driver cannot come from a wheel, the rest can.
-fn provider_hint(reason: &str) -> &'static str {
-    if reason.contains("libcuda.so") {
+fn provider_hint(device: Device, reason: &str) -> &'static str {
+    if device == Device::OpenVino {
+        "run `make setup` (installs onnxruntime-ep-openvino), set execution.openvino.library or STOCHSEG_OPENVINO_PLUGIN, or use --device cpu"
+    } else if reason.contains("libcuda.so") {
         "libcuda.so.1 is the NVIDIA driver: this machine has no usable NVIDIA GPU; allow fallback in the pipeline's execution section, or use --device cpu"
     } else {
         "run `make setup-gpu`, or allow fallback in the pipeline's execution section, or use --device cpu"
@@ -504,7 +599,7 @@ impl Model for OrtModel {
     }
 
     fn prefers_full_batches(&self) -> bool {
-        self.device() != Device::Cpu
+        !self.device().on_host()
     }
 
     fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
@@ -628,10 +723,13 @@ mod tests {
 
     #[test]
     fn a_missing_driver_is_named_as_such() {
+        let cuda = Device::Cuda(0);
         assert!(
-            provider_hint("libcuda.so.1: cannot open shared object file").contains("NVIDIA driver")
+            provider_hint(cuda, "libcuda.so.1: cannot open shared object file")
+                .contains("NVIDIA driver")
         );
-        assert!(provider_hint("libcudnn.so.9: cannot open").contains("make setup-gpu"));
+        assert!(provider_hint(cuda, "libcudnn.so.9: cannot open").contains("make setup-gpu"));
+        assert!(provider_hint(Device::OpenVino, "not found").contains("onnxruntime-ep-openvino"));
     }
 
     #[test]

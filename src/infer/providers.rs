@@ -1,6 +1,7 @@
-//! Execution providers: which ones a run asks for, the fallback policy, preloading the GPU
-//! libraries they need (by absolute path, from the Python wheels' folders), TensorRT caches and
-//! shape profiles, and the `ort` registration itself.
+//! Execution providers: which ones a run asks for (`Device`, parsed with the config), the
+//! fallback policy, preloading the GPU libraries they need (by absolute path, from the Python
+//! wheels' folders), the TensorRT and OpenVINO caches, TensorRT shape profiles, and the `ort`
+//! registration of the built-in providers (OpenVINO, a plugin, is in `openvino`).
 //!
 //! Policy: providers are tried in the configured order. One that cannot be had is an error that
 //! carries ONNX Runtime's reason (which names the missing library), unless `allow_fallback` is
@@ -12,42 +13,11 @@ use std::path::{Path, PathBuf};
 use ort::ep::{self, ExecutionProviderDispatch};
 use sha2::{Digest, Sha256};
 
+use crate::infer::openvino::Plugin;
 use crate::infer::runtime::Runtime;
 use crate::infer::ModelError;
-use crate::pipeline::{ConfigError, ConvSearch, Execution};
-
-/// Where a session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda(i32),
-    TensorRt(i32),
-}
-
-impl Device {
-    /// Parses `cpu`, `cuda`, `cuda:N`, `tensorrt`, `tensorrt:N`.
-    pub fn parse(s: &str) -> Option<Device> {
-        let (kind, id) = match s.split_once(':') {
-            Some((k, n)) => (k, n.parse::<i32>().ok().filter(|&n| n >= 0)?),
-            None => (s, 0),
-        };
-        match kind {
-            "cpu" if !s.contains(':') => Some(Device::Cpu),
-            "cuda" => Some(Device::Cuda(id)),
-            "tensorrt" => Some(Device::TensorRt(id)),
-            _ => None,
-        }
-    }
-
-    /// The execution provider's name as ONNX Runtime reports it.
-    pub fn provider_name(self) -> &'static str {
-        match self {
-            Device::Cpu => "CPUExecutionProvider",
-            Device::Cuda(_) => "CUDAExecutionProvider",
-            Device::TensorRt(_) => "TensorrtExecutionProvider",
-        }
-    }
-}
+pub use crate::pipeline::Device;
+use crate::pipeline::{ConvSearch, Execution, Precision};
 
 /// The providers a run may use, in order, and how.
 #[derive(Debug, Clone)]
@@ -57,40 +27,42 @@ pub struct ProviderPlan {
     pub trt_cache_root: PathBuf,
     pub trt_fp16: bool,
     pub conv_search: ConvSearch,
+    pub openvino: OpenVinoPlan,
+}
+
+/// How the OpenVINO provider runs (`execution.openvino`).
+#[derive(Debug, Clone)]
+pub struct OpenVinoPlan {
+    /// The configured plugin library, if any (see `openvino::candidates`).
+    pub library: Option<PathBuf>,
+    pub precision: Precision,
+    pub cache_root: PathBuf,
 }
 
 impl ProviderPlan {
-    pub fn from_config(exec: &Execution) -> Result<ProviderPlan, ConfigError> {
-        let devices = exec
-            .providers
-            .iter()
-            .map(|p| {
-                Device::parse(p).ok_or_else(|| {
-                    ConfigError::Invalid(format!("/execution/providers: unknown provider '{p}'"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ProviderPlan {
-            devices,
+    pub fn from_config(exec: &Execution) -> ProviderPlan {
+        let ov = &exec.openvino;
+        ProviderPlan {
+            devices: exec.providers.clone(),
             allow_fallback: exec.allow_fallback,
-            trt_cache_root: trt_cache_root(&exec.tensorrt.cache_dir),
+            trt_cache_root: cache_root(&exec.tensorrt.cache_dir, "tensorrt"),
             trt_fp16: exec.tensorrt.fp16,
             conv_search: exec.cuda.conv_algorithm_search,
-        })
+            openvino: OpenVinoPlan {
+                library: (!ov.library.is_empty()).then(|| PathBuf::from(&ov.library)),
+                precision: ov.precision,
+                cache_root: cache_root(&ov.cache_dir, "openvino"),
+            },
+        }
     }
 
     pub fn cpu_only() -> ProviderPlan {
-        ProviderPlan {
-            devices: vec![Device::Cpu],
-            allow_fallback: false,
-            trt_cache_root: PathBuf::new(),
-            trt_fp16: false,
-            conv_search: ConvSearch::Exhaustive,
-        }
+        ProviderPlan::from_config(&Execution::default())
     }
 }
 
-fn trt_cache_root(configured: &str) -> PathBuf {
+/// The configured cache folder, else `$XDG_CACHE_HOME/stochseg/<kind>` (`~/.cache` without it).
+fn cache_root(configured: &str, kind: &str) -> PathBuf {
     if !configured.is_empty() {
         return PathBuf::from(configured);
     }
@@ -98,7 +70,7 @@ fn trt_cache_root(configured: &str) -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("stochseg").join("tensorrt")
+    base.join("stochseg").join(kind)
 }
 
 /// The fixed input shape a session will see, for TensorRT profiles.
@@ -145,7 +117,7 @@ pub fn dispatch(
     runtime: &Runtime,
 ) -> Result<Vec<ExecutionProviderDispatch>, ModelError> {
     Ok(match device {
-        Device::Cpu => Vec::new(),
+        Device::Cpu | Device::OpenVino => Vec::new(),
         Device::Cuda(id) => vec![cuda(id, plan)],
         Device::TensorRt(id) => {
             let dir = trt_cache_dir(plan, hint, runtime, id)?;
@@ -169,8 +141,7 @@ pub fn dispatch(
 }
 
 /// The cache folder for one (model, runtime, TensorRT library, options, profile, device): any
-/// change gives a new folder, so a stale engine is never loaded; a folder whose manifest does not
-/// match is emptied and rebuilt.
+/// change gives a new folder, so a stale engine is never loaded.
 pub fn trt_cache_dir(
     plan: &ProviderPlan,
     hint: &ShapeHint,
@@ -186,46 +157,96 @@ pub fn trt_cache_dir(
         hint.profile(),
         device_id
     );
+    keyed_cache_dir(
+        &plan.trt_cache_root,
+        &hint.model_sha256,
+        &manifest,
+        "TensorRT",
+    )
+}
+
+/// The OpenVINO cache folder (OpenVINO's `CACHE_DIR`) for one (model, runtime, plugin library
+/// and version, precision, threads): any change gives a new folder, so a model compiled for
+/// another plugin or precision is never loaded.
+pub fn openvino_cache_dir(
+    plan: &ProviderPlan,
+    model_sha256: &str,
+    runtime: &Runtime,
+    plugin: &Plugin,
+    threads: usize,
+) -> Result<PathBuf, ModelError> {
+    let manifest = format!(
+        "model_sha256={model_sha256}\nonnxruntime={}\nopenvino_plugin={}\nplugin_version={}\nprecision={}\nthreads={threads}\n",
+        runtime.version,
+        file_identity(&plugin.library),
+        plugin.version,
+        plan.openvino.precision.name(),
+    );
+    keyed_cache_dir(
+        &plan.openvino.cache_root,
+        model_sha256,
+        &manifest,
+        "OpenVINO",
+    )
+}
+
+/// `root/<model sha prefix>-<manifest hash>`, holding the manifest (`stochseg-cache.txt`). A
+/// folder whose manifest does not match is emptied and rebuilt; one without a manifest (made
+/// by a concurrent run a moment ago) is kept and given its manifest.
+fn keyed_cache_dir(
+    root: &Path,
+    model_sha256: &str,
+    manifest: &str,
+    what: &str,
+) -> Result<PathBuf, ModelError> {
     let key: String = Sha256::digest(manifest.as_bytes())
         .iter()
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect();
-    let dir = plan.trt_cache_root.join(format!(
+    let dir = root.join(format!(
         "{}-{key}",
-        &hint.model_sha256[..hint.model_sha256.len().min(12)]
+        &model_sha256[..model_sha256.len().min(12)]
     ));
     let manifest_path = dir.join("stochseg-cache.txt");
     let fail = |e: std::io::Error| {
         ModelError::Provider(format!(
-            "{}: cannot prepare the TensorRT cache: {e}",
+            "{}: cannot prepare the {what} cache: {e}",
             dir.display()
         ))
     };
-    if std::fs::read_to_string(&manifest_path).ok().as_deref() != Some(manifest.as_str()) {
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(fail)?;
-        }
-        std::fs::create_dir_all(&dir).map_err(fail)?;
-        std::fs::write(&manifest_path, &manifest).map_err(fail)?;
+    match std::fs::read_to_string(&manifest_path) {
+        Ok(found) if found == manifest => return Ok(dir),
+        Ok(_) => std::fs::remove_dir_all(&dir).map_err(fail)?,
+        Err(_) => {}
     }
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    // written whole under another name, then renamed: a concurrent reader sees all or nothing
+    let partial = dir.join(format!("stochseg-cache.txt.{}", std::process::id()));
+    std::fs::write(&partial, manifest).map_err(fail)?;
+    std::fs::rename(&partial, &manifest_path).map_err(fail)?;
     Ok(dir)
+}
+
+/// Path, size and modification time of a file.
+fn file_identity(path: &Path) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+    let mtime = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    format!(
+        "{} {size} {}",
+        path.display(),
+        mtime.map(|d| d.as_secs()).unwrap_or(0)
+    )
 }
 
 /// Path, size and modification time of the first library named `prefix*` in `dirs`.
 fn library_identity(dirs: &[PathBuf], prefix: &str) -> String {
     for dir in dirs {
         if let Some(path) = crate::infer::runtime::newest_library(dir, prefix) {
-            let meta = std::fs::metadata(&path).ok();
-            let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-            let mtime = meta
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            return format!(
-                "{} {size} {}",
-                path.display(),
-                mtime.map(|d| d.as_secs()).unwrap_or(0)
-            );
+            return file_identity(&path);
         }
     }
     "system".to_string()
@@ -283,7 +304,7 @@ const TRT_LIBS: &[&str] = &[
 /// with ONNX Runtime's message naming it. Returns what was loaded.
 pub fn preload(device: Device, runtime: &Runtime) -> Vec<PathBuf> {
     let prefixes: Vec<&str> = match device {
-        Device::Cpu => return Vec::new(),
+        Device::Cpu | Device::OpenVino => return Vec::new(),
         Device::Cuda(_) => CUDA_LIBS.to_vec(),
         Device::TensorRt(_) => CUDA_LIBS.iter().chain(TRT_LIBS).copied().collect(),
     };
@@ -330,21 +351,10 @@ mod tests {
     use crate::pipeline::Pipeline;
 
     #[test]
-    fn devices_parse() {
-        assert_eq!(Device::parse("cpu"), Some(Device::Cpu));
-        assert_eq!(Device::parse("cuda"), Some(Device::Cuda(0)));
-        assert_eq!(Device::parse("cuda:1"), Some(Device::Cuda(1)));
-        assert_eq!(Device::parse("tensorrt:0"), Some(Device::TensorRt(0)));
-        assert_eq!(Device::parse("cpu:1"), None);
-        assert_eq!(Device::parse("gpu"), None);
-        assert_eq!(Device::parse("cuda:-1"), None);
-    }
-
-    #[test]
     fn plan_keeps_order_and_policy() {
         let yaml = "models: [{path: m.onnx}]\nexecution: {providers: [tensorrt:1, cuda:1, cpu], allow_fallback: true, tensorrt: {cache_dir: /c, fp16: true}}";
         let p = Pipeline::from_yaml(yaml, Path::new(".")).unwrap();
-        let plan = ProviderPlan::from_config(&p.execution).unwrap();
+        let plan = ProviderPlan::from_config(&p.execution);
         assert_eq!(
             plan.devices,
             vec![Device::TensorRt(1), Device::Cuda(1), Device::Cpu]
@@ -393,5 +403,59 @@ mod tests {
         // another option gives another folder
         plan.trt_fp16 = true;
         assert_ne!(trt_cache_dir(&plan, &hint, &rt, 0).unwrap(), dir);
+    }
+
+    #[test]
+    fn openvino_cache_is_keyed_by_model_plugin_precision_and_threads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut plan = ProviderPlan::cpu_only();
+        plan.openvino.cache_root = tmp.path().to_path_buf();
+        let rt = Runtime {
+            library: tmp.path().join("libonnxruntime.so.1.31.1"),
+            version: "1.31.1".into(),
+        };
+        let library = tmp
+            .path()
+            .join("libonnxruntime_providers_openvino_plugin.so");
+        std::fs::write(&library, b"v1").unwrap();
+        let plugin = Plugin {
+            library: library.clone(),
+            version: "1.8.1".into(),
+            capabilities: vec!["FP32".into()],
+            device_name: "cpu".into(),
+        };
+        let sha = "ef".repeat(32);
+        let dir = openvino_cache_dir(&plan, &sha, &rt, &plugin, 2).unwrap();
+        assert!(dir.starts_with(tmp.path()) && dir.join("stochseg-cache.txt").is_file());
+        std::fs::write(dir.join("1234.blob"), b"compiled").unwrap();
+        assert_eq!(
+            openvino_cache_dir(&plan, &sha, &rt, &plugin, 2).unwrap(),
+            dir
+        );
+        assert!(dir.join("1234.blob").exists());
+        let others = [
+            openvino_cache_dir(&plan, &"01".repeat(32), &rt, &plugin, 2).unwrap(),
+            openvino_cache_dir(&plan, &sha, &rt, &plugin, 1).unwrap(),
+            openvino_cache_dir(
+                &plan,
+                &sha,
+                &rt,
+                &Plugin {
+                    version: "1.8.2".into(),
+                    ..plugin.clone()
+                },
+                2,
+            )
+            .unwrap(),
+        ];
+        plan.openvino.precision = Precision::Bf16;
+        let bf16 = openvino_cache_dir(&plan, &sha, &rt, &plugin, 2).unwrap();
+        // a rebuilt plugin library (another size) is another key too
+        plan.openvino.precision = Precision::F32;
+        std::fs::write(&library, b"v2 rebuilt").unwrap();
+        let rebuilt = openvino_cache_dir(&plan, &sha, &rt, &plugin, 2).unwrap();
+        for other in others.iter().chain([&bf16, &rebuilt]) {
+            assert_ne!(other, &dir);
+        }
     }
 }
