@@ -17,12 +17,24 @@ export ORT_DYLIB_PATH = $(call ort_lib,$(VENV))
 
 .PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
 
-setup: $(VENV)/.installed
+# the OpenVINO execution provider, a plugin of the same ONNX Runtime (PyPI wheels for x86-64
+# only): installed into the same venv, where the binary finds it beside the loaded library
+OPENVINO_EP_VERSION := 1.8.1
+
+setup: $(VENV)/.installed $(VENV)/.openvino-$(OPENVINO_EP_VERSION)
 
 $(VENV)/.installed: tests/python/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet onnxruntime==$(ORT_VERSION) -r tests/python/requirements.txt
+	touch $@
+
+$(VENV)/.openvino-$(OPENVINO_EP_VERSION): $(VENV)/.installed
+	if [ "$$(uname -m)" = x86_64 ]; then \
+	  $(VPY) -m pip install --quiet onnxruntime-ep-openvino==$(OPENVINO_EP_VERSION); \
+	else \
+	  echo "setup: no onnxruntime-ep-openvino wheel for $$(uname -m); run with --device cpu" >&2; \
+	fi
 	touch $@
 
 # GPU: the onnxruntime-gpu wheel with its CUDA 13 / cuDNN 9 wheels (and TensorRT 10 with
