@@ -339,16 +339,12 @@ fn place(
     let mut failures = Vec::new();
     let mut cpu_session = Some(cpu_session);
     for (i, &device) in opts.plan.devices.iter().enumerate() {
-        let result = match device {
-            Device::Cpu => match cpu_session.take() {
-                Some(session) => Ok((session, Placement::on(device, opts.plan))),
-                None => Err(ModelError::Provider("listed twice".into())),
-            },
-            Device::OpenVino => openvino_session(env, bytes, &hint, opts),
-            Device::Cuda(_) | Device::TensorRt(_) => {
-                accelerator_session(env, bytes, device, &hint, opts)
-                    .map(|session| (session, Placement::on(device, opts.plan)))
-            }
+        let result = match (device, cpu_session.take_if(|_| device == Device::Cpu)) {
+            // the CPU provider cannot fail: the plan's first CPU entry ends the search
+            (_, Some(session)) => Ok((session, Placement::on(device, opts.plan))),
+            (Device::OpenVino, None) => openvino_session(env, bytes, &hint, opts),
+            (_, None) => accelerator_session(env, bytes, device, &hint, opts)
+                .map(|session| (session, Placement::on(device, opts.plan))),
         };
         match result {
             Ok((session, placement)) => {
@@ -356,12 +352,7 @@ fn place(
                 return Ok((session, placement));
             }
             Err(e) => {
-                let reason = match e {
-                    ModelError::Provider(r) => r,
-                    other => other.to_string(),
-                };
-                // ONNX Runtime's messages end in a newline and may span lines: keep errors one line
-                let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+                let reason = one_line(e);
                 let more = i + 1 < opts.plan.devices.len();
                 if opts.plan.allow_fallback && more {
                     tracing::warn!(provider = device.provider_name(), %reason, "provider unavailable, falling back");
@@ -382,6 +373,16 @@ fn place(
         info.path.display(),
         failures.join("; ")
     )))
+}
+
+/// A provider failure's reason on one line (ONNX Runtime's messages end in a newline and may
+/// span lines).
+fn one_line(e: ModelError) -> String {
+    let reason = match e {
+        ModelError::Provider(r) => r,
+        other => other.to_string(),
+    };
+    reason.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn log_placement(info: &ModelInfo, placement: &Placement) {
