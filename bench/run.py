@@ -53,6 +53,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.dont_write_bytecode = True  # no bench/__pycache__ in the work tree
 import make_case  # noqa: E402
+import openvino  # noqa: E402
 import reference  # noqa: E402
 
 DEFAULT_MODELS = [ROOT / "onnx" / f"unet-p{n}.onnx" for n in (32, 64, 256)]
@@ -163,6 +164,11 @@ def summarize_run(kind: str, m: dict, out: Path, overlap: float) -> dict:
         # the program's own figure where it reports one (stochseg: VmHWM), beside wait4's
         "self_reported_peak_rss_mib": rep.get("peak_rss_mib"),
     })
+    if kind == "rust":
+        m["placement"] = {x["name"]: {"provider": x["execution_provider"],
+                                      "precision": x.get("precision"),
+                                      "plugin_version": x.get("plugin", {}).get("version")}
+                          for x in models}
     return m
 
 
@@ -205,9 +211,15 @@ class Bench:
         self.failures: list[dict] = []
         self.extra: list[dict] = []  # every configuration run, for the model checksum check
 
-    def rust_cmd(self, case: Path, out: Path, threads: int, deterministic=False):
-        cmd = [self.a.bin, "run", "--pipeline", self.a.pipeline, "--case", case, "--out", out,
-               "--threads", threads, "--seed", self.a.seed, "--overwrite", "-q"]
+    def rust_cmd(self, case: Path, out: Path, threads: int, deterministic=False, device="cpu",
+                 precision=None, pipeline=None):
+        """stochseg on `device` (the CPU provider unless said otherwise: the series before the
+        OpenVINO rows measure it, whatever the pipeline's default)."""
+        cmd = [self.a.bin, "run", "--pipeline", pipeline or self.a.pipeline, "--case", case,
+               "--out", out, "--threads", threads, "--seed", self.a.seed, "--overwrite", "-q",
+               "--device", device]
+        if precision:
+            cmd += ["--precision", precision]
         if deterministic:
             cmd.append("--deterministic")
         else:
@@ -222,14 +234,14 @@ class Bench:
                 *(["--no-crop"] if plain else [])]
 
     def run(self, kind: str, label: str, case: Path, threads: int, runs: int,
-            deterministic=False, plain=False) -> dict:
+            deterministic=False, plain=False, **rust) -> dict:
         """`plain`: the windows over the whole grid (reference --no-crop; stochseg with its
-        pipeline's crop turned off)."""
+        pipeline's crop turned off); `rust`: device, precision, pipeline of stochseg's run."""
         out = self.runs_dir / label
         results = []
         for i in range(runs):
             if kind == "rust":
-                cmd = self.rust_cmd(case, out, threads, deterministic)
+                cmd = self.rust_cmd(case, out, threads, deterministic, **rust)
                 if plain:
                     cmd[cmd.index("--pipeline") + 1] = no_crop_pipeline(self.a.pipeline, self.out)
             else:
@@ -591,7 +603,7 @@ def markdown(res: dict) -> str:
     L.append(f"{res['started']} on {res['machine']['cpus']} CPUs ({res['machine']['platform']}); "
              f"load average at start {res['machine']['loadavg_start']}. "
              f"stochseg {res.get('stochseg_version', '?')}, ONNX Runtime "
-             f"{res['machine']['onnxruntime']} (CPU provider), "
+             f"{res['machine']['onnxruntime']} (CPU provider; the OpenVINO plugin in its own section), "
              f"{a['passes']} passes per model, sigma {a['sigma']}, seed {a['seed']}, "
              f"batch {a['batch_size']}, overlap {a['overlap']}. Medians of {a['runs']} run(s) "
              f"(reference: {a['ref_runs']}). Timings on a shared machine are noisy: compare "
@@ -772,6 +784,8 @@ def markdown(res: dict) -> str:
         L.append("**The model files changed during the benchmark** (SHA-256 of the loaded models "
                  "differs between runs; comparisons across these groups are not like for like): "
                  + "; ".join(", ".join(g) for g in mm["runs per set"]) + "\n")
+    if res.get("openvino"):
+        L.append(openvino.markdown(res["openvino"], fmt))
     if res["failures"]:
         L.append("## Failures\n")
         for f in res["failures"]:
@@ -803,7 +817,10 @@ def parse_args(argv=None):
     p.add_argument("--sizes", nargs="+", default=["64", "128", FULL],
                    help="scaling cases: N (an N^3 cut of the full case) or 'full'")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["scaling", "versus", "deterministic"], help="parts to leave out")
+                   choices=["scaling", "versus", "deterministic", "openvino", "openvino-batch"],
+                   help="parts to leave out")
+    p.add_argument("--openvino-batches", type=int, nargs="+", default=[4, 8],
+                   help="OpenVINO f32 batch sizes to compare (the voxel cap grows with them)")
     p.add_argument("--full-case", type=Path, default=make_case.DEMO)
     p.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "stochseg")
     p.add_argument("--pipeline", type=Path, default=ROOT / "pipelines" / "brats-goat-stochastic.yaml")
@@ -959,6 +976,13 @@ def main(argv=None) -> int:
             res["stochseg_version"] = rust["runs"][-1]["version"]
         vs["targets"] = targets(vs)
         res["versus"] = vs
+    if "openvino" not in a.skip:
+        tv = a.versus_threads
+        brain = brain if brain is not None else brain_mask(full)
+        cpu_part = full_rust.get(tv) if "versus" in a.skip else rust
+        plain_median = res.get("versus", {}).get("plain")
+        res["openvino"] = openvino.run_series(bench, full, tv, brain, cpu_part, plain_median,
+                                              sys.modules[__name__])
     if "deterministic" not in a.skip:
         tv = a.versus_threads
         brain = brain if brain is not None else brain_mask(full)
@@ -986,6 +1010,7 @@ def main(argv=None) -> int:
     (a.out / "results.md").write_text(md + "\n")
     print(md)
     checks = [c.get("ok") for c in res.get("agreement", {}).values()]
+    checks += [c.get("ok") for c in res.get("openvino", {}).get("agreement", {}).values()]
     failed = bool(bench.failures) or any(c is False for c in checks) or bool(mismatch)
     return 1 if failed else 0
 
