@@ -272,3 +272,18 @@ def test_validate_puts_the_models_on_openvino(tmp_path):
                  "--format", "yaml", extra_env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert p.returncode == 0, p.stderr
     assert EP_NAME in p.stdout and "f32" in p.stdout
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_same_seed_same_bytes_whatever_the_threads(tmp_path, precision):
+    if precision == "bf16":
+        skip_without_bf16()
+    cfg = write_config(tmp_path / "p32.yaml", [model_path("unet-p32")],
+                       {"execution": {"providers": ["openvino"],
+                                      "openvino": {"precision": precision,
+                                                   "cache_dir": str(tmp_path / "cache")}}})
+    outs = [run_ok(tmp_path / f"t{t}-{i}", "--pipeline", cfg, "--case", CASE_DIR, "--passes", "2",
+                   "--seed", "5", "--threads", str(t)) for i, t in enumerate([2, 2, 1])]
+    for name in ("mean_logits.nii.gz", "std_logits.nii.gz", "labels.nii.gz"):
+        first = (outs[0].out / name).read_bytes()
+        assert all((o.out / name).read_bytes() == first for o in outs[1:]), name
