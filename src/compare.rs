@@ -18,8 +18,8 @@ use serde::Serialize;
 use crate::aggregate::Aggregate;
 use crate::blobs::{self, Blob};
 use crate::pipeline::{Decision, Decisions};
-use crate::report::{DistributionInfo, Statistics};
 use crate::stats;
+use crate::stats::{DistributionInfo, Statistics};
 
 /// The report's `comparison` section.
 #[derive(Debug, Clone, Serialize)]

@@ -25,6 +25,7 @@ pub mod schema;
 pub mod seg;
 pub mod stats;
 pub mod summarize;
+pub mod text;
 pub mod volume;
 pub mod window;
 pub mod yaml;

@@ -16,8 +16,6 @@ pub enum OutputError {
     Io { path: PathBuf, reason: String },
     #[error("{path}: another stochseg run is writing this output folder")]
     Locked { path: PathBuf },
-    #[error("{0}")]
-    Report(#[from] crate::report::ReportError),
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> OutputError {

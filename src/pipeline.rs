@@ -28,7 +28,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// The same error with control characters in its text escaped.
     fn one_line(self) -> ConfigError {
-        use crate::error::escape_controls as esc;
+        use crate::text::escape_controls as esc;
         match self {
             ConfigError::Yaml { path, reason } => ConfigError::Yaml {
                 path,

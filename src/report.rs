@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::blobs::Blob;
 use crate::preprocess::{ChannelStats, CropBox};
 use crate::schema::{self, SchemaKind};
-use crate::stats::{Histogram, Moments};
+use crate::stats::{DistributionInfo, Statistics};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -131,21 +131,6 @@ pub struct Thresholds {
     /// Per-blob decision thresholds (`blobs.decisions`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decisions: Option<crate::pipeline::Decisions>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Statistics {
-    pub brain_voxels: usize,
-    pub positive_voxels: usize,
-    pub brain: DistributionInfo,
-    pub positive: DistributionInfo,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DistributionInfo {
-    #[serde(flatten)]
-    pub moments: Moments,
-    pub histogram: Histogram,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -361,7 +361,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         timings_s: clock.timings.clone(),
         peak_rss_mib: peak_rss_mib(),
     };
-    let (yaml, json) = report.render().map_err(OutputError::from)?;
+    let (yaml, json) = report.render()?;
     staging.write("report.yaml", &yaml)?;
     staging.write("report.json", &json)?;
     // an interrupt that came after the ensemble still leaves nothing behind

@@ -21,6 +21,23 @@ pub struct Histogram {
     pub counts: Vec<u64>,
 }
 
+/// A case's aggregated logits: over the brain, and over the voxels above the blob threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct Statistics {
+    pub brain_voxels: usize,
+    pub positive_voxels: usize,
+    pub brain: DistributionInfo,
+    pub positive: DistributionInfo,
+}
+
+/// Moments and histogram of one distribution.
+#[derive(Debug, Clone, Serialize)]
+pub struct DistributionInfo {
+    #[serde(flatten)]
+    pub moments: Moments,
+    pub histogram: Histogram,
+}
+
 /// Two-pass moments; skewness and kurtosis are 0 when the spread is 0 or the sample is empty.
 pub fn moments(values: &[f32]) -> Moments {
     let n = values.len();

@@ -31,8 +31,8 @@ use ndarray::{Array3, Array4, ArrayView2, ArrayView3, Axis};
 
 use crate::blobs::Blob;
 use crate::compare::Comparison;
-use crate::report::{DistributionInfo, Statistics};
 use crate::stats::Histogram;
+use crate::stats::{DistributionInfo, Statistics};
 use canvas::{label_size, Canvas, Rgb, BLACK, WHITE};
 
 pub const BLUE: Rgb = [31, 119, 180];
