@@ -8,13 +8,23 @@
 //! file (`PassStore::spilled`) that is read back one pass at a time. The spread is the sample
 //! standard deviation across passes (0 with one pass). Maps are `[z, y, x]` on whatever grid the
 //! passes come on (the canonical crop).
+//!
+//! A run with several regions keeps one aggregator per region (`RegionAggregator`): each pass's
+//! stitched output channels go through the model's `regions::Head` to the regions it provides,
+//! and, for the argmax label rule, the running mean of its softmax class probabilities.
 
 use std::path::{Path, PathBuf};
 
 use half::f16;
-use ndarray::{Array3, ArrayView3, Zip};
+use ndarray::{Array3, Array4, ArrayView3, Axis, Zip};
 
 use crate::pipeline::Aggregation;
+use crate::regions::{self, Head, LabelRule, RegionPlan};
+
+/// Where the ensemble hands each pass: the model's stitched output channels `[k, z, y, x]`.
+pub trait PassSink: Send {
+    fn add(&mut self, model: usize, channels: Array4<f32>);
+}
 
 /// Each pass's logits in f16, with the model that made it.
 #[derive(Debug)]
@@ -209,6 +219,86 @@ impl Aggregator {
             probability,
             passes: self.passes,
         })
+    }
+}
+
+/// A single map aggregates channel 0 of every pass (the one-region case, and tests).
+impl PassSink for Aggregator {
+    fn add(&mut self, model: usize, channels: Array4<f32>) {
+        Aggregator::add(self, model, channels.index_axis(Axis(0), 0));
+    }
+}
+
+/// One aggregator per region, each fed by the models that provide the region.
+pub struct RegionAggregator {
+    heads: Vec<Head>,
+    regions: Vec<Aggregator>,
+    /// Sums of the softmax class probabilities and their count (argmax label rule only).
+    classes: Option<(Array4<f32>, usize)>,
+}
+
+/// The aggregated maps of every region, and the averaged class probabilities `[k, z, y, x]`
+/// for the argmax label rule.
+#[derive(Debug)]
+pub struct RegionAggregates {
+    pub regions: Vec<Aggregate>,
+    pub class_means: Option<Array4<f32>>,
+}
+
+impl RegionAggregator {
+    /// Aggregators for the regions of `plan` on a grid of `shape`, with one pass store per
+    /// region (see `PassStore`).
+    pub fn new(
+        plan: &RegionPlan,
+        shape: [usize; 3],
+        aggregation: Aggregation,
+        stores: Vec<PassStore>,
+    ) -> RegionAggregator {
+        let classes = match &plan.label_map {
+            Some((LabelRule::Argmax { labels }, _)) => {
+                let [z, y, x] = shape;
+                Some((Array4::zeros((labels.len(), z, y, x)), 0))
+            }
+            _ => None,
+        };
+        RegionAggregator {
+            heads: plan.heads.clone(),
+            regions: stores
+                .into_iter()
+                .map(|store| Aggregator::new(shape, aggregation, store))
+                .collect(),
+            classes,
+        }
+    }
+
+    /// The aggregated maps; fails only when writing a spill file failed.
+    pub fn finish(self) -> std::io::Result<RegionAggregates> {
+        let regions = self
+            .regions
+            .into_iter()
+            .map(Aggregator::finish)
+            .collect::<std::io::Result<_>>()?;
+        let class_means = self.classes.map(|(mut sums, n)| {
+            let inv = 1.0 / n.max(1) as f32;
+            sums.mapv_inplace(|v| v * inv);
+            sums
+        });
+        Ok(RegionAggregates {
+            regions,
+            class_means,
+        })
+    }
+}
+
+impl PassSink for RegionAggregator {
+    fn add(&mut self, model: usize, channels: Array4<f32>) {
+        if let Some((sums, n)) = self.classes.as_mut() {
+            regions::add_softmax(channels.view(), sums);
+            *n += 1;
+        }
+        for (r, logits) in self.heads[model].region_logits(channels) {
+            self.regions[r].add(model, logits.view());
+        }
     }
 }
 

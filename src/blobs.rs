@@ -200,7 +200,7 @@ pub struct Blob {
     pub mean_probability: f64,
     pub max_logit: f64,
     pub mean_spread: f64,
-    /// Mean logit over the blob of each model's passes, in model order.
+    /// Mean logit over the blob of each feeding model's passes, in model order.
     pub model_mean_logits: Vec<f64>,
     /// Mean logit over the blob of each pass, in pass order.
     pub pass_mean_logits: Vec<f64>,
@@ -222,12 +222,13 @@ struct Sums {
     first_input_key: u64,
 }
 
-/// Finds the blobs of `aggregate` (on the canonical crop) and measures them.
+/// Finds the blobs of `aggregate` (on the canonical crop) and measures them; `models` are the
+/// indices of the models whose passes fed it (their means are reported in this order).
 /// Returns the final label map (values = blob ids) on the canonical crop and the blobs; fails
 /// only when a spilled pass cannot be read back.
 pub fn find(
     aggregate: &Aggregate,
-    n_models: usize,
+    models: &[usize],
     opts: &BlobOptions,
     frame: &Frame,
 ) -> std::io::Result<(Array3<u32>, Vec<Blob>)> {
@@ -259,7 +260,7 @@ pub fn find(
                 &sums[old],
                 &pass_sums,
                 aggregate,
-                n_models,
+                models,
                 opts.threshold,
                 frame,
             )
@@ -325,7 +326,7 @@ fn describe(
     s: &Sums,
     pass_sums: &[Vec<f64>],
     aggregate: &Aggregate,
-    n_models: usize,
+    models: &[usize],
     threshold: f32,
     frame: &Frame,
 ) -> Blob {
@@ -336,8 +337,9 @@ fn describe(
     let corner_a = frame.to_input_ijk(s.min_zyx.map(|v| v as f64));
     let corner_b = frame.to_input_ijk(s.max_zyx.map(|v| v as f64));
     let pass_mean_logits: Vec<f64> = pass_sums.iter().map(|p| p[id as usize] / n).collect();
-    let model_mean_logits = (0..n_models)
-        .map(|m| {
+    let model_mean_logits = models
+        .iter()
+        .map(|&m| {
             let own: Vec<f64> = aggregate
                 .passes
                 .models()

@@ -345,8 +345,14 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Inspect { model } => {
-            let (env, _) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
-            let info = stochseg::infer::ort::inspect(env, model)?;
+            let backend = stochseg::infer::onnx_runtime(stochseg::infer::SessionOptions {
+                library: cli.ort_lib.clone(),
+                plan: stochseg::infer::ProviderPlan::cpu_only(),
+                threads: stochseg::infer::Threads::ONE,
+                batch_size: 1,
+                max_batch_voxels: 1,
+            })?;
+            let info = backend.describe(model)?;
             print!(
                 "{}",
                 stochseg::yaml::to_string(&info).map_err(ConfigError::Invalid)?
@@ -465,7 +471,9 @@ fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
     let pipeline = load_pipeline_with(&args.config, args.write_source_dicom, figures)?;
     let case = case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels)?;
     rayon::ThreadPoolBuilder::new()
-        .num_threads(run::thread_count(pipeline.execution.threads))
+        .num_threads(stochseg::resources::thread_count(
+            pipeline.execution.threads,
+        ))
         .build_global()
         .ok();
     let request = RunRequest {
@@ -542,81 +550,17 @@ fn log_beside(bar: Option<&indicatif::ProgressBar>, log: impl FnOnce()) {
 }
 
 fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
-    use stochseg::estimate;
-    use stochseg::infer::Model;
     let pipeline = load_pipeline(&args.config, false)?;
     let case = (args.case.is_some() || !args.inputs.is_empty())
         .then(|| case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels))
         .transpose()?;
-    let (env, rt) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
-    let plan = stochseg::infer::providers::ProviderPlan::from_config(&pipeline.execution)?;
-    let opts = stochseg::infer::ort::OpenOptions {
-        plan: &plan,
-        runtime: rt,
-        threads: stochseg::infer::ort::Threads::ONE,
-        batch_size: pipeline.inference.batch_size,
-        max_batch_voxels: pipeline.inference.max_batch_voxels,
-    };
-    let yaml = args.format == ValidateFormat::Yaml;
-    let mut plans = Vec::new();
-    let mut model_values = Vec::new();
-    for spec in &pipeline.models {
-        let model = stochseg::infer::ort::OrtModel::open(env, spec, &pipeline.channels, &opts)?;
-        let provider = model.device().provider_name();
-        if !yaml {
-            println!(
-                "model {}: patch {:?}, batch {:?}, provider {provider}, ok",
-                model.name(),
-                model.patch_size(),
-                model.fixed_batch(),
-            );
-        }
-        model_values.push(serde_json::json!({
-            "name": model.name(), "path": spec.path, "patch_size": model.patch_size(),
-            "fixed_batch": model.fixed_batch(), "execution_provider": provider,
-        }));
-        plans.push(estimate::model_plan(
-            &spec.path,
-            model.name(),
-            model.patch_size(),
-            model.fixed_batch(),
-        ));
-    }
-    let mut doc =
-        serde_json::json!({"pipeline": pipeline.name, "ok": true, "models": model_values});
-    if let Some(spec) = &case {
-        let grid = estimate::case_grid(spec, &pipeline)?;
-        let e = estimate::estimate(&pipeline, &plans, &grid)?;
-        let shape = grid.geometry.shape_ijk;
-        if !yaml {
-            println!(
-                "case {}: grid {}x{}x{} ({} voxels; crop assumed to be the whole grid)",
-                grid.id,
-                shape[0],
-                shape[1],
-                shape[2],
-                grid.geometry.voxel_count()
-            );
-            println!("expected peak memory: {} MiB", e.peak_memory_mib());
-            println!("expected output size: {} MiB", e.output_mib());
-        }
-        doc["case"] = serde_json::json!({
-            "id": grid.id, "shape_ijk": shape, "voxels": grid.geometry.voxel_count(),
-            "crop": "assumed to be the whole grid",
-        });
-        doc["estimate"] = serde_json::json!({
-            "peak_memory_mib": e.peak_memory_mib(), "output_mib": e.output_mib(),
-            "peak_memory_bytes": e.peak_memory_bytes, "output_bytes": e.output_bytes,
-            "memory_parts": e.memory_parts, "output_parts": e.output_parts,
-        });
-    }
-    if yaml {
-        print!(
+    let validation = stochseg::validate::validate(&pipeline, case.as_ref(), cli.ort_lib.clone())?;
+    match args.format {
+        ValidateFormat::Yaml => print!(
             "{}",
-            stochseg::yaml::to_string(&doc).map_err(ConfigError::Invalid)?
-        );
-    } else {
-        println!("pipeline {}: ok", pipeline.name);
+            stochseg::yaml::to_string(&validation).map_err(ConfigError::Invalid)?
+        ),
+        ValidateFormat::Text => print!("{}", validation.text()),
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{self, SchemaKind};
+use crate::volume::AxisCodes;
 
 /// Problems with the configuration or the command line (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +55,12 @@ pub struct Pipeline {
     #[serde(default = "default_channels")]
     pub channels: Vec<String>,
     #[serde(default = "default_orientation")]
-    pub orientation: String,
+    pub orientation: AxisCodes,
     pub models: Vec<ModelSpec>,
+    /// The tumor regions the run reports (`regions::RegionPlan`); empty: derived from what the
+    /// models declare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionDecl>,
     #[serde(default)]
     pub preprocess: Preprocess,
     #[serde(default)]
@@ -84,8 +89,43 @@ pub struct ModelSpec {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch_size: Option<[usize; 3]>,
-    #[serde(default)]
-    pub output_channel: usize,
+    /// Reads this one channel of a multi-channel output as the model's one logit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_channel: Option<usize>,
+    /// What the output channels are; wins over the model's `outputs` metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<OutputDecl>,
+}
+
+/// What a model's output channels are (the `outputs` key of a model in the config, or of the
+/// ONNX model's metadata as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputDecl {
+    /// One channel: the logit of one region.
+    Logit(RegionDecl),
+    /// Channel i is the logit of class i of a softmax over the channels.
+    Softmax(Vec<ClassDecl>),
+    /// Channel i is the (sigmoid) logit of region i.
+    Sigmoid(Vec<RegionDecl>),
+}
+
+/// A region: a name and the label values (of a BraTS-style label map) it covers; no labels
+/// means every non-zero label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionDecl {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<u8>>,
+}
+
+/// One class of a softmax output: its name and label value (0 is the background).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassDecl {
+    pub name: String,
+    pub label: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +157,16 @@ pub struct Inference {
 pub enum Weighting {
     Gaussian,
     Constant,
+}
+
+impl Weighting {
+    /// The name the config and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Weighting::Gaussian => "gaussian",
+            Weighting::Constant => "constant",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +211,16 @@ pub enum NoiseRegion {
     Brain,
 }
 
+impl NoiseRegion {
+    /// The name the config and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NoiseRegion::Volume => "volume",
+            NoiseRegion::Brain => "brain",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoiseOn {
@@ -168,11 +228,31 @@ pub enum NoiseOn {
     Device,
 }
 
+impl NoiseOn {
+    /// The name the config and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NoiseOn::Host => "host",
+            NoiseOn::Device => "device",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     MeanLogit,
     MeanProbability,
+}
+
+impl Aggregation {
+    /// The name the config and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::MeanLogit => "mean_logit",
+            Aggregation::MeanProbability => "mean_probability",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,7 +317,17 @@ pub enum MapKind {
     Labels,
 }
 
+/// The label map in the BraTS convention (runs whose regions give one, see `regions`).
+pub const LABEL_MAP_FILE: &str = "labels-brats.nii.gz";
+
 impl MapKind {
+    /// The map's file name with `suffix` before the extension (`mean_logits-TC.nii.gz`).
+    pub fn file_name_for(self, suffix: &str) -> String {
+        let name = self.file_name();
+        let stem = name.trim_end_matches(".nii.gz");
+        format!("{stem}{suffix}.nii.gz")
+    }
+
     pub fn file_name(self) -> &'static str {
         match self {
             MapKind::MeanLogits => "mean_logits.nii.gz",
@@ -384,8 +474,8 @@ fn default_name() -> String {
 fn default_channels() -> Vec<String> {
     ["t1n", "t1c", "t2w", "t2f"].map(String::from).to_vec()
 }
-fn default_orientation() -> String {
-    "LPS".to_string()
+fn default_orientation() -> AxisCodes {
+    AxisCodes::LPS
 }
 
 impl Default for Preprocess {
@@ -543,6 +633,7 @@ impl Pipeline {
             channels: default_channels(),
             orientation: default_orientation(),
             models,
+            regions: Vec::new(),
             preprocess: Preprocess::default(),
             inference: Inference::default(),
             ensemble: Ensemble::default(),
@@ -635,12 +726,6 @@ impl Pipeline {
                 )));
             }
         }
-        if crate::volume::parse_axis_codes(&self.orientation).is_none() {
-            return Err(ConfigError::Invalid(format!(
-                "/orientation: '{}' is not three orthogonal directions (e.g. LPS, RAS)",
-                self.orientation
-            )));
-        }
         self.check_dicom()
     }
 
@@ -704,7 +789,8 @@ pub fn parse_model_arg(arg: &str) -> Result<ModelSpec, ConfigError> {
         path: PathBuf::from(path),
         name: None,
         patch_size: patch,
-        output_channel: 0,
+        output_channel: None,
+        outputs: None,
     })
 }
 

@@ -1,15 +1,22 @@
-//! Model execution. `Model` is the seam between the ensemble and a backend: the window,
-//! ensemble and aggregation code is tested with plain-Rust models, and ONNX Runtime (`ort`
-//! module) is one implementation. `runtime` finds and loads the ONNX Runtime library.
+//! Model execution. Two seams: a `Backend` opens and describes models (`ModelInfo`), and a
+//! `Model` runs batches of patches. The window, ensemble and aggregation code is tested with
+//! plain-Rust models; ONNX Runtime (`ort` module, reached through [`onnx_runtime`]) is one
+//! backend, and nothing outside this module names its types. `runtime` finds and loads the
+//! ONNX Runtime library; device noise is an ONNX Runtime feature behind `Backend::open`.
 
 pub mod noise;
 pub mod ort;
 pub mod providers;
 pub mod runtime;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use ndarray::{Array4, ArrayView5};
+use ndarray::{Array5, ArrayView5};
+
+use crate::pipeline::{ModelSpec, NoiseOn, OutputDecl, Pipeline};
+use crate::streams::NoiseStreams;
+pub use providers::{Device, ProviderPlan};
 
 /// Model or inference failure (exit code 4).
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +35,148 @@ pub enum ModelError {
     Inference { model: String, reason: String },
     #[error("{model}: output contains {count} NaN or infinite values")]
     NonFinite { model: String, count: usize },
+    #[error(transparent)]
+    Regions(#[from] crate::regions::RegionError),
     #[error("{0}")]
     Provider(String),
     #[error("interrupted")]
     Interrupted,
 }
 
-/// A segmentation network that maps a batch of patches `(N, C, D, H, W)` to one logit map per
-/// patch `(N, D, H, W)`.
+/// ONNX Runtime's intra-op threads of each session.
+#[derive(Debug, Clone, Copy)]
+pub struct Threads {
+    pub intra: usize,
+    /// Spin between operators instead of sleeping.
+    pub spinning: bool,
+}
+
+impl Threads {
+    /// One thread, for sessions that only check or describe a model.
+    pub const ONE: Threads = Threads {
+        intra: 1,
+        spinning: false,
+    };
+}
+
+/// A tensor as the graph declares it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub element_type: String,
+    /// Dimensions; -1 where dynamic.
+    pub shape: Vec<i64>,
+    pub dimension_names: Vec<String>,
+}
+
+/// What a model file declares, for `inspect` and the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Where the backend's library came from, for the report.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub version: String,
+    pub library: PathBuf,
+}
+
+/// Gaussian noise N(0, sigma^2) a model adds to its input on its own device before each call
+/// (`ensemble.noise_on: device`), from the stream `seed`.
+#[derive(Debug, Clone, Copy)]
+pub struct NoiseOnDevice {
+    pub sigma: f32,
+    pub seed: u64,
+}
+
+/// Opens and describes models.
+pub trait Backend {
+    /// The library that runs the models.
+    fn engine(&self) -> Engine;
+    /// Opens `spec` for the pipeline's input `channels`, checks what it declares against them,
+    /// and puts it on the first execution provider that can be had.
+    fn open(
+        &self,
+        spec: &ModelSpec,
+        channels: &[String],
+        noise: Option<NoiseOnDevice>,
+    ) -> Result<Box<dyn Model>, ModelError>;
+    /// What a model file declares, without checking it against a pipeline.
+    fn describe(&self, path: &Path) -> Result<ModelInfo, ModelError>;
+}
+
+/// How the ONNX Runtime backend makes its sessions.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// `--ort-lib`: the library to load instead of searching for it (see `runtime`).
+    pub library: Option<PathBuf>,
+    pub plan: ProviderPlan,
+    pub threads: Threads,
+    /// Patches per call for models with a dynamic batch dimension (capped by voxels, see
+    /// `capped_batch`).
+    pub batch_size: usize,
+    pub max_batch_voxels: usize,
+}
+
+/// The ONNX Runtime backend (loads the library once per process).
+pub fn onnx_runtime(opts: SessionOptions) -> Result<Box<dyn Backend>, ModelError> {
+    Ok(Box::new(ort::OrtBackend::new(opts)?))
+}
+
+/// Opens every model of the pipeline, each with its device noise stream when noise is drawn on
+/// the device.
+pub fn open_models(
+    backend: &dyn Backend,
+    p: &Pipeline,
+    streams: &NoiseStreams,
+) -> Result<Vec<Box<dyn Model>>, ModelError> {
+    let sigma = p.effective_sigma();
+    let on_device = sigma > 0.0 && p.ensemble.noise_on == NoiseOn::Device;
+    p.models
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            let noise = on_device.then(|| NoiseOnDevice {
+                sigma,
+                seed: streams.device(index),
+            });
+            backend.open(spec, &p.channels, noise)
+        })
+        .collect()
+}
+
+/// `batch_size` capped so that a batch of `patch`es holds at most `max_batch_voxels` voxels
+/// (large patches run one at a time: on the CPU a batch costs the same per patch, and the
+/// activations of a big batch cost memory).
+pub fn capped_batch(patch: [usize; 3], batch_size: usize, max_batch_voxels: usize) -> usize {
+    let voxels: usize = patch.iter().product();
+    batch_size
+        .min((max_batch_voxels / voxels.max(1)).max(1))
+        .max(1)
+}
+
+/// A segmentation network that maps a batch of patches `(N, C, D, H, W)` to its output
+/// channels `(N, K, D, H, W)` (`K = output_channels()`).
 pub trait Model {
     /// Name used in logs and the report.
     fn name(&self) -> &str;
+    /// What the model file declares.
+    fn info(&self) -> &ModelInfo;
+    /// The execution provider the model runs on.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    /// Channels of each output patch.
+    fn output_channels(&self) -> usize {
+        1
+    }
+    /// What the output channels are (see `regions`).
+    fn outputs(&self) -> &OutputDecl;
     /// Patch size `(D, H, W)` the model runs on.
     fn patch_size(&self) -> [usize; 3];
     /// Batch size the model requires, when its batch dimension is fixed.
@@ -50,14 +188,14 @@ pub trait Model {
         false
     }
     /// Runs one batch.
-    fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError>;
+    fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array5<f32>, ModelError>;
     /// Runs one batch after adding Gaussian noise where `mask` (`(N, 1, D, H, W)`) is 1, on the
     /// model's own device (`ensemble.noise_on: device`, see `noise`).
     fn predict_noisy(
         &mut self,
         batch: ArrayView5<f32>,
         mask: ArrayView5<f32>,
-    ) -> Result<Array4<f32>, ModelError> {
+    ) -> Result<Array5<f32>, ModelError> {
         let _ = (batch, mask);
         Err(ModelError::Inference {
             model: self.name().to_string(),
@@ -71,6 +209,18 @@ impl<M: Model + ?Sized> Model for &mut M {
     fn name(&self) -> &str {
         (**self).name()
     }
+    fn info(&self) -> &ModelInfo {
+        (**self).info()
+    }
+    fn device(&self) -> Device {
+        (**self).device()
+    }
+    fn output_channels(&self) -> usize {
+        (**self).output_channels()
+    }
+    fn outputs(&self) -> &OutputDecl {
+        (**self).outputs()
+    }
     fn patch_size(&self) -> [usize; 3] {
         (**self).patch_size()
     }
@@ -80,14 +230,14 @@ impl<M: Model + ?Sized> Model for &mut M {
     fn prefers_full_batches(&self) -> bool {
         (**self).prefers_full_batches()
     }
-    fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
+    fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array5<f32>, ModelError> {
         (**self).predict(batch)
     }
     fn predict_noisy(
         &mut self,
         batch: ArrayView5<f32>,
         mask: ArrayView5<f32>,
-    ) -> Result<Array4<f32>, ModelError> {
+    ) -> Result<Array5<f32>, ModelError> {
         (**self).predict_noisy(batch, mask)
     }
 }
@@ -96,30 +246,71 @@ impl<M: Model + ?Sized> Model for &mut M {
 #[cfg(test)]
 pub mod testing {
     use super::*;
-    use ndarray::Axis;
+    use ndarray::{Axis, Zip};
 
-    /// `first channel + 1`, voxel by voxel.
+    /// A pointwise linear model: output channel k is `sum_c w[k][c] x[c] + b[k]`, voxel by voxel
+    /// (by default one channel, `first channel + 1`).
     pub struct Pointwise {
         patch: [usize; 3],
         batch: Option<usize>,
+        /// `(weights per input channel, bias)` of each output channel.
+        outputs: Vec<(Vec<f32>, f32)>,
+        declared: OutputDecl,
+        info: ModelInfo,
         pub full_batches: bool,
         pub batch_sizes_seen: Vec<usize>,
     }
 
     impl Pointwise {
         pub fn new(patch: [usize; 3], batch: Option<usize>) -> Pointwise {
+            Pointwise::linear(patch, batch, vec![(vec![1.0], 1.0)])
+        }
+
+        /// Output channel k from `outputs[k] = (weights, bias)`.
+        pub fn linear(
+            patch: [usize; 3],
+            batch: Option<usize>,
+            outputs: Vec<(Vec<f32>, f32)>,
+        ) -> Pointwise {
+            let declared = OutputDecl::Logit(crate::pipeline::RegionDecl {
+                name: crate::regions::DEFAULT_REGION.to_string(),
+                labels: None,
+            });
             Pointwise {
                 patch,
                 batch,
+                outputs,
+                declared,
+                info: ModelInfo {
+                    path: PathBuf::from("pointwise.onnx"),
+                    sha256: String::new(),
+                    inputs: Vec::new(),
+                    outputs: Vec::new(),
+                    metadata: BTreeMap::new(),
+                },
                 full_batches: false,
                 batch_sizes_seen: Vec::new(),
             }
+        }
+
+        /// The same model, declaring its outputs as `declared`.
+        pub fn declaring(self, declared: OutputDecl) -> Pointwise {
+            Pointwise { declared, ..self }
         }
     }
 
     impl Model for Pointwise {
         fn name(&self) -> &str {
             "pointwise"
+        }
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn output_channels(&self) -> usize {
+            self.outputs.len()
+        }
+        fn outputs(&self) -> &OutputDecl {
+            &self.declared
         }
         fn patch_size(&self) -> [usize; 3] {
             self.patch
@@ -130,18 +321,31 @@ pub mod testing {
         fn prefers_full_batches(&self) -> bool {
             self.full_batches
         }
-        fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
+        fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array5<f32>, ModelError> {
             self.batch_sizes_seen.push(batch.shape()[0]);
-            Ok(batch.index_axis(Axis(1), 0).mapv(|v| v + 1.0))
+            let (n, [d, h, w]) = (batch.shape()[0], self.patch);
+            let mut out = Array5::zeros((n, self.outputs.len(), d, h, w));
+            for (k, (weights, bias)) in self.outputs.iter().enumerate() {
+                let mut channel = out.index_axis_mut(Axis(1), k);
+                for (c, &wc) in weights.iter().enumerate() {
+                    Zip::from(&mut channel)
+                        .and(&batch.index_axis(Axis(1), c))
+                        .for_each(|o, &x| *o += wc * x);
+                }
+                channel.mapv_inplace(|o| o + bias);
+            }
+            Ok(out)
         }
-        /// "Noise" that shows the mask: `first channel + 1 + 10 * mask`.
+        /// "Noise" that shows the mask: every output channel gets `+ 10 * mask`.
         fn predict_noisy(
             &mut self,
             batch: ArrayView5<f32>,
             mask: ArrayView5<f32>,
-        ) -> Result<Array4<f32>, ModelError> {
+        ) -> Result<Array5<f32>, ModelError> {
             let mut out = self.predict(batch)?;
-            out.zip_mut_with(&mask.index_axis(Axis(1), 0), |o, &m| *o += 10.0 * m);
+            for mut channel in out.axis_iter_mut(Axis(1)) {
+                channel.zip_mut_with(&mask.index_axis(Axis(1), 0), |o, &m| *o += 10.0 * m);
+            }
             Ok(out)
         }
     }

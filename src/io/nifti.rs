@@ -429,6 +429,13 @@ fn base_affine(h: &NiftiHeader) -> [[f64; 4]; 4] {
     out
 }
 
+/// A voxel type maps are written in (float32 maps, int32 blob ids, uint8 labels, int16 images).
+pub trait MapValue: DataElement + bytemuck::Pod {}
+impl MapValue for f32 {}
+impl MapValue for i32 {}
+impl MapValue for u8 {}
+impl MapValue for i16 {}
+
 /// Writes a `[z, y, x]` map as NIfTI on `geometry`. With a `reference` header (the input was
 /// NIfTI) its geometry fields (sform, qform, pixdim, units) are copied verbatim, so the output
 /// carries the input's affine bit for bit; otherwise sform and qform are built from `geometry`.
@@ -440,7 +447,7 @@ pub fn write_map<T>(
     description: &str,
 ) -> std::io::Result<()>
 where
-    T: DataElement + bytemuck::Pod,
+    T: MapValue,
 {
     let mut header = match reference {
         Some(h) => h.clone(),

@@ -27,9 +27,11 @@ pub mod pack;
 pub mod plane;
 pub mod segment;
 pub mod segmentation;
+mod select;
 pub mod study;
 pub mod values;
 
+pub use select::{select, SegSelection};
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayView3, Axis};

@@ -1,6 +1,8 @@
-//! The per-case report: what ran, on what, with what result. Serialized as YAML and JSON,
-//! validated against `schemas/report.schema.yaml` before it is written. Coordinates are on the
-//! input grid: voxel indices `(i, j, k)` (NIfTI array order) and patient positions in LPS mm.
+//! The report's types: what ran, on what, with what result, as `schemas/report.schema.yaml`
+//! describes it. Coordinates are on the input grid: voxel indices `(i, j, k)` (NIfTI array order)
+//! and patient positions in LPS mm. Top-level `statistics`, `blobs`, `model_statistics` and
+//! `comparison` are those of the primary region (`region`); a run with several regions also
+//! has `regions`, each entry holding the same fields for one region, and the `label_map`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,9 +10,16 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::blobs::Blob;
+use crate::pipeline::Weighting;
+use crate::pipeline::{Aggregation, Decision, Decisions, Mode, NoiseOn, NoiseRegion, OutputDecl};
 use crate::preprocess::{ChannelStats, CropBox};
 use crate::schema::{self, SchemaKind};
 use crate::stats::{DistributionInfo, Statistics};
+use crate::volume::AxisCodes;
+
+/// The report's structure version: 2 added the regions (`region`, `regions`, `label_map`,
+/// `models[].outputs`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -23,6 +32,8 @@ pub struct Report {
     pub ensemble: EnsembleInfo,
     pub preprocess: PreprocessInfo,
     pub thresholds: Thresholds,
+    /// The primary region, whose results the top-level fields hold.
+    pub region: RegionInfo,
     pub statistics: Statistics,
     /// Per model, the mean of its passes over the brain (with figures or the comparison).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,6 +42,12 @@ pub struct Report {
     /// The deterministic ensemble beside the stochastic one (`--compare-deterministic`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comparison: Option<crate::compare::Comparison>,
+    /// Every region, with several regions (the primary one too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<BTreeMap<String, RegionEntry>>,
+    /// The label map in the BraTS convention (with several regions, when they allow one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_map: Option<LabelMapInfo>,
     pub outputs: Vec<String>,
     /// The DICOM SEG(s) written (`seg.dcm`, optionally `prob-seg.dcm`).
     pub seg: crate::seg::SegSummary,
@@ -91,11 +108,13 @@ pub struct ModelEntry {
     pub batch_size: usize,
     pub execution_provider: String,
     pub metadata: BTreeMap<String, String>,
+    /// What the output channels are (from the config, the metadata, or the default).
+    pub outputs: OutputDecl,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EnsembleInfo {
-    pub mode: String,
+    pub mode: Mode,
     /// Patches run through the models over all passes.
     pub patches_run: usize,
     /// Patches whose output was reused from the model's first pass instead of run again
@@ -105,16 +124,16 @@ pub struct EnsembleInfo {
     pub total_passes: usize,
     pub sigma: f32,
     pub seed: u64,
-    pub noise_region: String,
-    pub noise_on: String,
-    pub aggregation: String,
+    pub noise_region: NoiseRegion,
+    pub noise_on: NoiseOn,
+    pub aggregation: Aggregation,
     pub overlap: f64,
-    pub weighting: String,
+    pub weighting: Weighting,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PreprocessInfo {
-    pub model_orientation: String,
+    pub model_orientation: AxisCodes,
     pub normalization: String,
     pub crop_to_nonzero: bool,
     /// Crop box in the canonical (model) orientation, `[z, y, x]`, end exclusive.
@@ -130,7 +149,47 @@ pub struct Thresholds {
     pub min_voxels: usize,
     /// Per-blob decision thresholds (`blobs.decisions`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub decisions: Option<crate::pipeline::Decisions>,
+    pub decisions: Option<Decisions>,
+}
+
+/// A region: its name, the labels it covers (none: every non-zero label) and the models whose
+/// passes fed it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionInfo {
+    pub name: String,
+    pub labels: Option<Vec<u8>>,
+    pub models: Vec<String>,
+}
+
+/// One region's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionEntry {
+    pub labels: Option<Vec<u8>>,
+    pub models: Vec<String>,
+    /// This region's map files.
+    pub outputs: Vec<String>,
+    pub statistics: Statistics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_statistics: Option<BTreeMap<String, DistributionInfo>>,
+    pub blobs: Vec<BlobEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::compare::Comparison>,
+}
+
+/// The label map file and its labels.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelMapInfo {
+    pub file: String,
+    /// `argmax` (of the class probabilities averaged over every pass) or `nested` (of the
+    /// regions' aggregated logits).
+    pub rule: String,
+    pub labels: Vec<LabelName>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelName {
+    pub label: u8,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,7 +212,7 @@ pub struct BlobEntry {
     pub seg_segment_number: Option<u16>,
     /// accept / review / reject from `blobs.decisions` on `mean_logit`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision: Option<crate::pipeline::Decision>,
+    pub decision: Option<Decision>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -18,6 +18,14 @@ pub enum OutputError {
     Locked { path: PathBuf },
 }
 
+/// A failure to write or read back the per-pass spill files in the staging folder.
+pub fn spill_error(staging: &Staging, e: std::io::Error) -> OutputError {
+    OutputError::Io {
+        path: staging.dir().to_path_buf(),
+        reason: format!("per-pass spill file: {e}"),
+    }
+}
+
 fn io_error(path: &Path, e: std::io::Error) -> OutputError {
     OutputError::Io {
         path: path.to_path_buf(),

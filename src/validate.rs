@@ -1,0 +1,146 @@
+//! `stochseg validate`: a pipeline config and its models checked without running them (every
+//! model opened on its execution provider, its outputs declaration resolved, the regions
+//! planned), and with a case, the run's expected peak memory and output size from the case's
+//! headers (`estimate`; the crop is assumed to be the whole grid).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::estimate::{self, RegionLoad};
+use crate::infer::{self, ModelError, ProviderPlan, SessionOptions, Threads};
+use crate::io::case::CaseSpec;
+use crate::pipeline::Pipeline;
+use crate::regions::RegionPlan;
+use crate::streams::NoiseStreams;
+
+/// What `validate` found; printed as text or YAML.
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    pub pipeline: String,
+    pub ok: bool,
+    pub models: Vec<ModelCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case: Option<CaseCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<EstimateCheck>,
+}
+
+/// One model as a run would use it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCheck {
+    pub name: String,
+    pub path: PathBuf,
+    pub patch_size: [usize; 3],
+    pub fixed_batch: Option<usize>,
+    pub execution_provider: String,
+}
+
+/// The case's grid.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseCheck {
+    pub id: String,
+    pub shape_ijk: [usize; 3],
+    pub voxels: usize,
+    pub crop: String,
+}
+
+/// The estimate for the case.
+#[derive(Debug, Clone, Serialize)]
+pub struct EstimateCheck {
+    pub peak_memory_mib: u64,
+    pub output_mib: u64,
+    pub peak_memory_bytes: u64,
+    pub output_bytes: u64,
+    pub memory_parts: BTreeMap<String, u64>,
+    pub output_parts: BTreeMap<String, u64>,
+}
+
+/// Checks `p` (and estimates a run on `case`) with ONNX Runtime from `library` (else the
+/// library search).
+pub fn validate(
+    p: &Pipeline,
+    case: Option<&CaseSpec>,
+    library: Option<PathBuf>,
+) -> Result<Validation, Error> {
+    let backend = infer::onnx_runtime(SessionOptions {
+        library,
+        plan: ProviderPlan::from_config(&p.execution)?,
+        threads: Threads::ONE,
+        batch_size: p.inference.batch_size,
+        max_batch_voxels: p.inference.max_batch_voxels,
+    })?;
+    let models = infer::open_models(backend.as_ref(), p, &NoiseStreams::new(p.ensemble.seed))?;
+    let declared: Vec<_> = models
+        .iter()
+        .map(|m| (m.info().path.display().to_string(), m.outputs().clone()))
+        .collect();
+    let plan = RegionPlan::new(&p.regions, &declared).map_err(ModelError::from)?;
+    let checks = models
+        .iter()
+        .map(|m| ModelCheck {
+            name: m.name().to_string(),
+            path: m.info().path.clone(),
+            patch_size: m.patch_size(),
+            fixed_batch: m.fixed_batch(),
+            execution_provider: m.device().provider_name().to_string(),
+        })
+        .collect();
+    let mut validation = Validation {
+        pipeline: p.name.clone(),
+        ok: true,
+        models: checks,
+        case: None,
+        estimate: None,
+    };
+    if let Some(spec) = case {
+        let grid = estimate::case_grid(spec, p)?;
+        let plans: Vec<_> = models
+            .iter()
+            .map(|m| estimate::model_plan(m.as_ref()))
+            .collect();
+        let regions = RegionLoad::of(&plan, p.passes_per_model());
+        let e = estimate::estimate(p, &plans, &regions, &grid);
+        validation.case = Some(CaseCheck {
+            id: grid.id.clone(),
+            shape_ijk: grid.geometry.shape_ijk,
+            voxels: grid.geometry.voxel_count(),
+            crop: "assumed to be the whole grid".to_string(),
+        });
+        validation.estimate = Some(EstimateCheck {
+            peak_memory_mib: e.peak_memory_mib(),
+            output_mib: e.output_mib(),
+            peak_memory_bytes: e.peak_memory_bytes,
+            output_bytes: e.output_bytes,
+            memory_parts: e.memory_parts,
+            output_parts: e.output_parts,
+        });
+    }
+    Ok(validation)
+}
+
+impl Validation {
+    /// The human-readable lines.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for m in &self.models {
+            out += &format!(
+                "model {}: patch {:?}, batch {:?}, provider {}, ok\n",
+                m.name, m.patch_size, m.fixed_batch, m.execution_provider
+            );
+        }
+        if let (Some(c), Some(e)) = (&self.case, &self.estimate) {
+            let [x, y, z] = c.shape_ijk;
+            out += &format!(
+                "case {}: grid {x}x{y}x{z} ({} voxels; crop assumed to be the whole grid)\n",
+                c.id, c.voxels
+            );
+            out += &format!("expected peak memory: {} MiB\n", e.peak_memory_mib);
+            out += &format!("expected output size: {} MiB\n", e.output_mib);
+        }
+        out += &format!("pipeline {}: ok\n", self.pipeline);
+        out
+    }
+}
