@@ -15,14 +15,12 @@ use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
-use crate::infer::noise::DeviceNoise;
-use crate::infer::providers::{self, Device, ProviderPlan, ShapeHint};
-use crate::infer::runtime;
-use crate::infer::runtime::Runtime;
-use crate::infer::{
-    capped_batch, Backend, Engine, Model, ModelError, ModelInfo, NoiseOnDevice, SessionOptions,
-    TensorInfo, Threads,
-};
+use super::backend::{Backend, Engine, NoiseOnDevice, SessionOptions, Threads};
+use super::device::Device;
+use super::model::{capped_batch, Model, ModelError, ModelInfo, TensorInfo};
+use super::noise::DeviceNoise;
+use super::providers::{self, ProviderPlan, ShapeHint};
+use super::runtime::{self, Runtime};
 use crate::pipeline::{ModelSpec, OutputDecl};
 use crate::regions::{self, Declared};
 

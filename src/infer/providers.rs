@@ -12,42 +12,10 @@ use std::path::{Path, PathBuf};
 use ort::ep::{self, ExecutionProviderDispatch};
 use sha2::{Digest, Sha256};
 
-use crate::infer::runtime::Runtime;
-use crate::infer::ModelError;
+use super::device::Device;
+use super::model::ModelError;
+use super::runtime::Runtime;
 use crate::pipeline::{ConfigError, ConvSearch, Execution};
-
-/// Where a session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda(i32),
-    TensorRt(i32),
-}
-
-impl Device {
-    /// Parses `cpu`, `cuda`, `cuda:N`, `tensorrt`, `tensorrt:N`.
-    pub fn parse(s: &str) -> Option<Device> {
-        let (kind, id) = match s.split_once(':') {
-            Some((k, n)) => (k, n.parse::<i32>().ok().filter(|&n| n >= 0)?),
-            None => (s, 0),
-        };
-        match kind {
-            "cpu" if !s.contains(':') => Some(Device::Cpu),
-            "cuda" => Some(Device::Cuda(id)),
-            "tensorrt" => Some(Device::TensorRt(id)),
-            _ => None,
-        }
-    }
-
-    /// The execution provider's name as ONNX Runtime reports it.
-    pub fn provider_name(self) -> &'static str {
-        match self {
-            Device::Cpu => "CPUExecutionProvider",
-            Device::Cuda(_) => "CUDAExecutionProvider",
-            Device::TensorRt(_) => "TensorrtExecutionProvider",
-        }
-    }
-}
 
 /// The providers a run may use, in order, and how.
 #[derive(Debug, Clone)]
@@ -215,7 +183,7 @@ pub fn trt_cache_dir(
 /// Path, size and modification time of the first library named `prefix*` in `dirs`.
 fn library_identity(dirs: &[PathBuf], prefix: &str) -> String {
     for dir in dirs {
-        if let Some(path) = crate::infer::runtime::newest_library(dir, prefix) {
+        if let Some(path) = super::runtime::newest_library(dir, prefix) {
             let meta = std::fs::metadata(&path).ok();
             let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
             let mtime = meta

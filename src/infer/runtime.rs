@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::infer::ModelError;
+use super::model::ModelError;
 
 /// The loaded library: where it came from and its version.
 #[derive(Debug, Clone)]

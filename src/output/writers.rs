@@ -63,5 +63,10 @@ pub fn write_dicom(
         blobs: &selection.blobs,
         algorithm_parameters: &selection.parameters,
     };
-    seg::write(staging.dir(), &inputs, &options).map_err(|e| staging.relabel(e.into()))
+    seg::write(staging.dir(), &inputs, &options).map_err(|e| {
+        staging.relabel(OutputError::Io {
+            path: e.path,
+            reason: e.reason,
+        })
+    })
 }

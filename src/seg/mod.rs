@@ -39,7 +39,6 @@ use serde::Serialize;
 
 use crate::blobs::Blob;
 use crate::io::case::{Case, DicomSource, Source};
-use crate::output::OutputError;
 use crate::pipeline::{Decision, Decisions};
 
 use mr::SourceDicomInfo;
@@ -68,15 +67,6 @@ impl SegError {
         SegError {
             path: path.to_path_buf(),
             reason: reason.into(),
-        }
-    }
-}
-
-impl From<SegError> for OutputError {
-    fn from(e: SegError) -> OutputError {
-        OutputError::Io {
-            path: e.path,
-            reason: e.reason,
         }
     }
 }
@@ -720,7 +710,5 @@ mod tests {
         };
         let e = write(dir.path(), &inputs, &SegOptions::default()).unwrap_err();
         assert!(e.reason.contains("ImagePositionPatient"), "{e}");
-        let out: OutputError = e.into();
-        assert!(matches!(out, OutputError::Io { .. }));
     }
 }
