@@ -739,6 +739,7 @@ fn write_dicom(
         probability_seg: d.probability_seg,
         omit_empty_frames: d.omit_empty_frames,
         write_source_dicom: d.write_source_dicom,
+        reference_channel: p.reference_channel().to_string(),
         patient_name: d.patient_name.clone(),
         patient_id: d.patient_id.clone(),
     };

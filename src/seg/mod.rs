@@ -1,7 +1,8 @@
 //! DICOM outputs of a run: `seg.dcm` always (Segmentation Storage, BINARY, Explicit VR Little
 //! Endian), `prob-seg.dcm` on request (FRACTIONAL PROBABILITY of the probability map), and on
 //! request the input channels as DICOM MR series under `source-dicom/<channel>/` (NIfTI input
-//! only), which the SEG then references.
+//! only). The SEGs reference one series, the reference channel's (`dicom_output.
+//! reference_channel`): the input's own series for DICOM input, the written one for NIfTI.
 //!
 //! Inputs are on the input grid, arrays `[k, j, i]`: the blob label map (the values of
 //! `labels.nii.gz`), the probability map, the case's `Geometry` and channel sources, and the
@@ -84,6 +85,8 @@ pub struct SegOptions {
     pub probability_seg: bool,
     pub omit_empty_frames: bool,
     pub write_source_dicom: bool,
+    /// The channel whose series the SEGs reference (are drawn on); one of the case's channels.
+    pub reference_channel: String,
     /// PatientName for NIfTI input.
     pub patient_name: String,
     /// PatientID for NIfTI input; empty = the case id.
@@ -115,7 +118,7 @@ pub fn write(dir: &Path, inputs: &SegInputs, opts: &SegOptions) -> Result<SegSum
     let common = Common {
         study: &anchor.study,
         planes: &anchor.planes,
-        sources: &anchor.sources,
+        source: anchor.source.as_ref(),
         now: &now,
         algorithm: &algorithm,
     };
@@ -143,7 +146,7 @@ pub fn write(dir: &Path, inputs: &SegInputs, opts: &SegOptions) -> Result<SegSum
         binary,
         fractional,
         referenced_series: anchor
-            .sources
+            .source
             .iter()
             .map(|s| ReferencedSeries {
                 channel: s.channel.clone(),
@@ -233,6 +236,7 @@ mod tests {
         let opts = SegOptions {
             per_blob_segments: true,
             omit_empty_frames: true,
+            reference_channel: "t1n".into(),
             ..Default::default()
         };
         let s = write(dir.path(), &inputs, &opts).unwrap();
@@ -288,6 +292,7 @@ mod tests {
             probability_seg: true,
             omit_empty_frames: true,
             write_source_dicom: true,
+            reference_channel: "t1n".into(),
             ..Default::default()
         };
         let s = write(dir.path(), &inputs, &opts).unwrap();
@@ -331,7 +336,11 @@ mod tests {
             blobs: &[],
             algorithm_parameters: "",
         };
-        let e = write(dir.path(), &inputs, &SegOptions::default()).unwrap_err();
+        let opts = SegOptions {
+            reference_channel: "t1n".into(),
+            ..Default::default()
+        };
+        let e = write(dir.path(), &inputs, &opts).unwrap_err();
         assert!(e.reason.contains("ImagePositionPatient"), "{e}");
         let out: OutputError = e.into();
         assert!(matches!(out, OutputError::Io { .. }));
