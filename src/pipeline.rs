@@ -353,6 +353,10 @@ pub struct DicomOutput {
     pub decision_segments: bool,
     /// Also write `prob-seg.dcm`, a FRACTIONAL (probability) SEG of the probability map.
     pub probability_seg: bool,
+    /// Also write `prob-levels-seg.dcm`, a BINARY SEG with one segment per level (the voxels
+    /// whose probability is at least the level); increasing, in (0, 1]. Empty: not written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probability_levels: Vec<f64>,
     /// Leave out frames with no segmented voxel (a segment keeps one frame if all are empty).
     pub omit_empty_frames: bool,
     /// Write the input channels as DICOM MR series under `source-dicom/` (NIfTI input only).
@@ -374,6 +378,7 @@ impl Default for DicomOutput {
             seg_blobs: SegBlobs::All,
             decision_segments: false,
             probability_seg: false,
+            probability_levels: Vec::new(),
             omit_empty_frames: true,
             write_source_dicom: false,
             reference_channel: None,
@@ -652,6 +657,17 @@ impl Pipeline {
                 ));
             }
         }
+        if self
+            .dicom_output
+            .probability_levels
+            .windows(2)
+            .any(|w| w[1] <= w[0])
+        {
+            return Err(ConfigError::Invalid(format!(
+                "/dicom_output/probability_levels: {:?} must increase",
+                self.dicom_output.probability_levels
+            )));
+        }
         if let Some(d) = self.blobs.decisions {
             if d.reject > d.accept {
                 return Err(ConfigError::Invalid(format!(
@@ -846,6 +862,13 @@ mod tests {
         assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
         let e = e.to_string();
         assert!(e.contains("/dicom_output/reference_channel: 'flair' is not one of the channels (t1n, t1c, t2w, t2f)"), "{e}");
+        let e = load("dicom_output: {probability_levels: [0.5, 0.5]}").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/dicom_output/probability_levels: [0.5, 0.5] must increase"),
+            "{e}"
+        );
+        assert!(load("dicom_output: {probability_levels: [0, 0.5]}").is_err());
     }
 
     #[test]

@@ -300,7 +300,8 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         .stage("write_dicom", || {
             let labels = on_input_grid(&labels, &prepared, axis_map, 0);
             let (labels, found) = seg_selection(labels, &found, p);
-            let probability = p.dicom_output.probability_seg.then(|| {
+            let d = &p.dicom_output;
+            let probability = (d.probability_seg || !d.probability_levels.is_empty()).then(|| {
                 let fill = sigmoid(p.inference.outside_logit);
                 on_input_grid(&aggregate.probability, &prepared, axis_map, fill)
             });
@@ -313,7 +314,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         .timings
         .insert("total".to_string(), clock.started.elapsed().as_secs_f64());
     let report = Report {
-        schema_version: 1,
+        schema_version: 2,
         tool: report::Tool {
             name: "stochseg".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -737,6 +738,7 @@ fn write_dicom(
         per_blob_segments: d.per_blob_segments,
         decision_segments: p.blobs.decisions.filter(|_| d.decision_segments),
         probability_seg: d.probability_seg,
+        probability_levels: d.probability_levels.clone(),
         omit_empty_frames: d.omit_empty_frames,
         write_source_dicom: d.write_source_dicom,
         reference_channel: p.reference_channel().to_string(),

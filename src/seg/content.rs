@@ -1,6 +1,8 @@
 //! What each SEG of a run holds and how it is named: `seg.dcm` (BINARY: the whole tumor, then
-//! on request one segment per decision and one per blob) and `prob-seg.dcm` (FRACTIONAL: the
-//! probability map as one segment). Each is built by `segmentation::build` on the run's shared
+//! on request one segment per decision and one per blob), `prob-seg.dcm` (FRACTIONAL: the
+//! probability map as one segment) and `prob-levels-seg.dcm` (BINARY: segment n holds the
+//! voxels whose probability is at least the n-th of `dicom_output.probability_levels`; the
+//! segments nest, so they overlap). Each is built by `segmentation::build` on the run's shared
 //! study, planes and references, written with `element::write_file`, and described for the
 //! report (`summary::seg_file`).
 //!
@@ -10,7 +12,7 @@
 
 use std::path::Path;
 
-use ndarray::ArrayView3;
+use ndarray::{Array3, ArrayView3};
 
 use crate::blobs::Blob;
 use crate::pipeline::{Decision, Decisions};
@@ -20,10 +22,13 @@ use super::segment::{blob_colour, Segment, SegmentKind, TUMOR_COLOUR};
 use super::segmentation::{self, Common, Pixels, SegSpec};
 use super::summary::{seg_file, SegFile};
 use super::values::new_uid;
-use super::{SegError, SegInputs, SegOptions, PROBABILITY_SEG_FILE, SEG_FILE};
+use super::{
+    SegError, SegInputs, SegOptions, PROBABILITY_LEVELS_SEG_FILE, PROBABILITY_SEG_FILE, SEG_FILE,
+};
 
 const SEG_SERIES_NUMBER: i64 = 901;
 const PROBABILITY_SERIES_NUMBER: i64 = 902;
+const LEVELS_SERIES_NUMBER: i64 = 903;
 
 /// Segment 1 is the whole tumor; then, with decision segments, accept, review and reject (all
 /// three, so their numbers do not depend on the case; one without blobs is empty); then, with
@@ -180,6 +185,61 @@ pub(crate) fn write_fractional(
     Ok(file)
 }
 
+/// How many of the increasing `levels` each voxel's probability reaches (compared in f64).
+fn levels_reached(probability: ArrayView3<f32>, levels: &[f64]) -> Array3<u32> {
+    probability.mapv(|p| levels.iter().filter(|&&l| f64::from(p) >= l).count() as u32)
+}
+
+/// One segment per level, the lowest first; colours from yellow (lowest) to red (highest).
+fn level_segments(levels: &[f64]) -> Vec<Segment> {
+    let last = levels.len().saturating_sub(1).max(1) as f64;
+    levels
+        .iter()
+        .enumerate()
+        .map(|(n, l)| Segment {
+            number: n as u16 + 1,
+            kind: SegmentKind::AtLeast(n as u32 + 1),
+            label: format!("Tumor probability >= {l}"),
+            description: format!(
+                "voxels whose tumor probability (sigmoid of the aggregated ensemble logit) is at least {l}"
+            ),
+            rgb: [255, (215.0 * (1.0 - n as f64 / last)).round() as u8, 0],
+            tracking: None,
+        })
+        .collect()
+}
+
+/// Builds and writes `prob-levels-seg.dcm`.
+pub(crate) fn write_levels(
+    dir: &Path,
+    probability: ArrayView3<f32>,
+    opts: &SegOptions,
+    common: Common,
+) -> Result<SegFile, SegError> {
+    let path = dir.join(PROBABILITY_LEVELS_SEG_FILE);
+    let segments = level_segments(&opts.probability_levels);
+    let reached = levels_reached(probability, &opts.probability_levels);
+    let spec = SegSpec {
+        content_label: "PROB_LEVELS",
+        content_description: "Tumor probability levels of a stochastic ONNX U-Net ensemble",
+        series_description: "stochseg tumor probability levels",
+        series_number: LEVELS_SERIES_NUMBER,
+        segments: &segments,
+        omit_empty_frames: opts.omit_empty_frames,
+    };
+    let built = segmentation::build(common, &spec, Pixels::Binary(reached.view()))
+        .map_err(|r| SegError::new(&path, r))?;
+    let file = seg_file(PROBABILITY_LEVELS_SEG_FILE, "BINARY", &built, &segments);
+    element::write_file(built.obj, &path)?;
+    tracing::info!(
+        file = PROBABILITY_LEVELS_SEG_FILE,
+        frames = file.frames,
+        levels = segments.len(),
+        "DICOM SEG written"
+    );
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +261,17 @@ mod tests {
             pass_mean_logits: vec![3.0],
             pass_agreement: 1.0,
         }
+    }
+
+    #[test]
+    fn levels_nest() {
+        let p = ndarray::arr3(&[[[0.0f32, 0.25, 0.5, 0.7, 1.0]]]);
+        let reached = levels_reached(p.view(), &[0.25, 0.5, 0.9]);
+        assert_eq!(reached.into_raw_vec_and_offset().0, [0, 1, 2, 2, 3]);
+        let s = level_segments(&[0.25, 0.5, 0.9]);
+        assert_eq!(s[1].label, "Tumor probability >= 0.5");
+        assert_eq!((s[0].rgb, s[2].rgb), ([255, 215, 0], [255, 0, 0]));
+        assert!(s[2].kind.contains(3) && !s[2].kind.contains(2));
     }
 
     #[test]

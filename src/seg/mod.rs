@@ -1,6 +1,7 @@
 //! DICOM outputs of a run: `seg.dcm` always (Segmentation Storage, BINARY, Explicit VR Little
 //! Endian), `prob-seg.dcm` on request (FRACTIONAL PROBABILITY of the probability map), and on
-//! request the input channels as DICOM MR series under `source-dicom/<channel>/` (NIfTI input
+//! request `prob-levels-seg.dcm` (BINARY, one segment per probability level, for viewers
+//! that cannot read FRACTIONAL), and on request the input channels as DICOM MR series under `source-dicom/<channel>/` (NIfTI input
 //! only). The SEGs reference one series, the reference channel's (`dicom_output.
 //! reference_channel`): the input's own series for DICOM input, the written one for NIfTI.
 //!
@@ -47,6 +48,7 @@ pub use summary::{ReferencedSeries, SegFile, SegSummary, SegmentInfo};
 
 pub const SEG_FILE: &str = "seg.dcm";
 pub const PROBABILITY_SEG_FILE: &str = "prob-seg.dcm";
+pub const PROBABILITY_LEVELS_SEG_FILE: &str = "prob-levels-seg.dcm";
 pub const SOURCE_DICOM_DIR: &str = "source-dicom";
 
 /// A DICOM output could not be made or written (an output failure, exit code 5).
@@ -83,6 +85,8 @@ pub struct SegOptions {
     /// thresholds (`dicom_output.decision_segments`).
     pub decision_segments: Option<Decisions>,
     pub probability_seg: bool,
+    /// Probability levels of `prob-levels-seg.dcm` (increasing, in (0, 1]); none: not written.
+    pub probability_levels: Vec<f64>,
     pub omit_empty_frames: bool,
     pub write_source_dicom: bool,
     /// The channel whose series the SEGs reference (are drawn on); one of the case's channels.
@@ -133,6 +137,16 @@ pub fn write(dir: &Path, inputs: &SegInputs, opts: &SegOptions) -> Result<SegSum
         }
         (false, _) => None,
     };
+    let levels = match (opts.probability_levels.is_empty(), inputs.probability) {
+        (true, _) => None,
+        (false, Some(p)) => Some(content::write_levels(dir, p, opts, common)?),
+        (false, None) => {
+            return Err(SegError::new(
+                &dir.join(PROBABILITY_LEVELS_SEG_FILE),
+                "no probability map was given",
+            ))
+        }
+    };
     let study = &anchor.study;
     Ok(SegSummary {
         study_instance_uid: study.study_instance_uid.clone(),
@@ -145,6 +159,7 @@ pub fn write(dir: &Path, inputs: &SegInputs, opts: &SegOptions) -> Result<SegSum
         .to_string(),
         binary,
         fractional,
+        levels,
         referenced_series: anchor
             .source
             .iter()

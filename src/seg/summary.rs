@@ -18,6 +18,9 @@ pub struct SegSummary {
     pub binary: SegFile,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fractional: Option<SegFile>,
+    /// `prob-levels-seg.dcm`: the probability thresholded at `dicom_output.probability_levels`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub levels: Option<SegFile>,
     /// Series the SEGs reference (source images); empty for a stand-alone SEG.
     pub referenced_series: Vec<ReferencedSeries>,
     /// MR series written from the NIfTI channels (`--write-source-dicom`).
@@ -57,6 +60,7 @@ impl SegSummary {
     pub fn files(&self) -> Vec<String> {
         let mut out = vec![self.binary.file.clone()];
         out.extend(self.fractional.iter().map(|f| f.file.clone()));
+        out.extend(self.levels.iter().map(|f| f.file.clone()));
         out.extend(self.source_dicom.iter().map(|s| format!("{}/", s.folder)));
         out
     }
@@ -87,7 +91,7 @@ pub(crate) fn seg_file(name: &str, kind: &str, built: &Built, segments: &[Segmen
                 label: s.label.clone(),
                 blob_id: match s.kind {
                     SegmentKind::Blob(id) => Some(id),
-                    SegmentKind::Tumor | SegmentKind::Blobs(_) => None,
+                    SegmentKind::Tumor | SegmentKind::Blobs(_) | SegmentKind::AtLeast(_) => None,
                 },
                 voxels,
             })

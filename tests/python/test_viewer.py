@@ -37,7 +37,7 @@ from conftest import (
     run_ok,
     write_config,
 )
-from test_seg import dcmqi_masks, into_grid
+from test_seg import dciodvfy, dcmftest, dcmqi_masks, into_grid
 
 VIEWER = ROOT / "tests" / "viewer"
 LOADER = VIEWER / "load-seg.mjs"
@@ -98,9 +98,17 @@ def expected_masks(run) -> dict:
     return out
 
 
-def ohif_problems(run, seg: Path, series: list[Path], tmp: Path) -> list[str]:
+def level_masks(run) -> dict:
+    """prob-levels-seg.dcm's segments: probability.nii.gz >= each level."""
+    p = run.img("probability").get_fdata(dtype=np.float32).astype(np.float64)
+    levels = run.report["seg"]["levels"]["segments"]
+    return {s["number"]: p >= float(s["label"].split(">= ")[1]) for s in levels}
+
+
+def ohif_problems(run, seg: Path, series: list[Path], tmp: Path,
+                  expected: dict | None = None) -> list[str]:
     """What is wrong with the SEG opened in OHIF's loader on `series`; empty when it shows
-    exactly labels.nii.gz with no warning."""
+    exactly `expected` (default: labels.nii.gz's segments) with no warning."""
     result, layers = load_in_ohif(seg, series, tmp)
     problems = [f"loader threw: {result['error']}"] if result["error"] else []
     problems += [f"loader warned: {w}" for w in result["warnings"][:3]]
@@ -108,11 +116,11 @@ def ohif_problems(run, seg: Path, series: list[Path], tmp: Path) -> list[str]:
     if layers is None:
         return problems
     got = on_grid(result, layers, series, run.img("labels"))
-    for n, want in expected_masks(run).items():
+    for n, want in (expected or expected_masks(run)).items():
         have = got.get(n)
         if have is None or not np.array_equal(have, want):
             diff = int((have != want).sum()) if have is not None else int(want.sum())
-            problems.append(f"segment {n} differs from labels.nii.gz in {diff} voxels")
+            problems.append(f"segment {n} differs from the expected mask in {diff} voxels")
     return problems
 
 
@@ -163,7 +171,8 @@ def config(work: Path, name: str, **dicom_output) -> Path:
 @pytest.fixture(scope="module")
 def nifti_run(work):
     """NIfTI input, per-blob segments, the FRACTIONAL SEG and the channels as MR series."""
-    return run_ok(work / "nifti", "--pipeline", config(work, "nifti", probability_seg=True),
+    cfg = config(work, "nifti", probability_seg=True, probability_levels=[0.25, 0.5, 0.9])
+    return run_ok(work / "nifti", "--pipeline", cfg,
                   "--case", CASE_DIR, "--write-source-dicom", "--deterministic",
                   "--threads", "2")
 
@@ -203,6 +212,29 @@ def test_ohif_refuses_the_fractional_seg(nifti_run, work):
                                   written_series(nifti_run)["t2f"], work / "ohif-fractional")
     assert layers is None
     assert result["error"] == "Fractional segmentations are not yet supported"
+
+
+def test_probability_levels_open_in_ohif_and_slicer(nifti_run, work):
+    """prob-levels-seg.dcm, the probability as nested BINARY segments, is what OHIF can show of
+    it: each segment is exactly probability.nii.gz >= its level, in OHIF's loader and dcmqi."""
+    run = nifti_run
+    seg = run.out / "prob-levels-seg.dcm"
+    assert "prob-levels-seg.dcm" in run.report["outputs"]
+    dciodvfy(seg)
+    dcmftest(seg)
+    ds = pydicom.dcmread(seg)
+    assert ds.SegmentationType == "BINARY" and ds.SegmentsOverlap == "YES"
+    expected = level_masks(run)
+    assert sorted(expected) == [1, 2, 3]
+    assert expected[1].sum() > expected[2].sum() > expected[3].sum() > 0
+    series = written_series(run)
+    assert ohif_candidates(seg, series) == ["t2f"]
+    problems = ohif_problems(run, seg, series["t2f"], work / "ohif-levels", expected)
+    assert not problems, "\n".join(problems)
+    grid = lps_affine(run.img("labels").affine)
+    for n, (arr, aff) in dcmqi_masks(seg, work / "dcmqi-levels").items():
+        got = into_grid(arr, aff, grid, expected[n].shape) != 0
+        assert np.array_equal(got, expected[n]), f"dcmqi: level segment {n} differs"
 
 
 def test_a_frame_pointing_at_the_wrong_slice_fails(nifti_run, work):
