@@ -136,17 +136,7 @@ pub(crate) fn write_binary(
         segments: &segments,
         omit_empty_frames: opts.omit_empty_frames,
     };
-    let built = segmentation::build(common, &spec, Pixels::Binary(inputs.labels))
-        .map_err(|r| SegError::new(&path, r))?;
-    let file = seg_file(SEG_FILE, "BINARY", &built, &segments);
-    element::write_file(built.obj, &path)?;
-    tracing::info!(
-        file = SEG_FILE,
-        frames = file.frames,
-        segments = segments.len(),
-        "DICOM SEG written"
-    );
-    Ok(file)
+    build_and_write(dir, SEG_FILE, common, &spec, Pixels::Binary(inputs.labels))
 }
 
 /// Builds and writes `prob-seg.dcm`.
@@ -156,7 +146,6 @@ pub(crate) fn write_fractional(
     opts: &SegOptions,
     common: Common,
 ) -> Result<SegFile, SegError> {
-    let path = dir.join(PROBABILITY_SEG_FILE);
     let segments = [Segment {
         number: 1,
         kind: SegmentKind::Tumor,
@@ -173,16 +162,8 @@ pub(crate) fn write_fractional(
         segments: &segments,
         omit_empty_frames: opts.omit_empty_frames,
     };
-    let built = segmentation::build(common, &spec, Pixels::Fractional(probability))
-        .map_err(|r| SegError::new(&path, r))?;
-    let file = seg_file(PROBABILITY_SEG_FILE, "FRACTIONAL", &built, &segments);
-    element::write_file(built.obj, &path)?;
-    tracing::info!(
-        file = PROBABILITY_SEG_FILE,
-        frames = file.frames,
-        "DICOM SEG written"
-    );
-    Ok(file)
+    let pixels = Pixels::Fractional(probability);
+    build_and_write(dir, PROBABILITY_SEG_FILE, common, &spec, pixels)
 }
 
 /// How many of the increasing `levels` each voxel's probability reaches (compared in f64).
@@ -216,7 +197,6 @@ pub(crate) fn write_levels(
     opts: &SegOptions,
     common: Common,
 ) -> Result<SegFile, SegError> {
-    let path = dir.join(PROBABILITY_LEVELS_SEG_FILE);
     let segments = level_segments(&opts.probability_levels);
     let reached = levels_reached(probability, &opts.probability_levels);
     let spec = SegSpec {
@@ -227,14 +207,30 @@ pub(crate) fn write_levels(
         segments: &segments,
         omit_empty_frames: opts.omit_empty_frames,
     };
-    let built = segmentation::build(common, &spec, Pixels::Binary(reached.view()))
-        .map_err(|r| SegError::new(&path, r))?;
-    let file = seg_file(PROBABILITY_LEVELS_SEG_FILE, "BINARY", &built, &segments);
+    let pixels = Pixels::Binary(reached.view());
+    build_and_write(dir, PROBABILITY_LEVELS_SEG_FILE, common, &spec, pixels)
+}
+
+/// Builds the SEG of `spec`, writes it as `dir/name` and describes it for the report.
+fn build_and_write(
+    dir: &Path,
+    name: &str,
+    common: Common,
+    spec: &SegSpec,
+    pixels: Pixels,
+) -> Result<SegFile, SegError> {
+    let path = dir.join(name);
+    let built = segmentation::build(common, spec, pixels).map_err(|r| SegError::new(&path, r))?;
+    let kind = match pixels {
+        Pixels::Binary(_) => "BINARY",
+        Pixels::Fractional(_) => "FRACTIONAL",
+    };
+    let file = seg_file(name, kind, &built, spec.segments);
     element::write_file(built.obj, &path)?;
     tracing::info!(
-        file = PROBABILITY_LEVELS_SEG_FILE,
+        file = name,
         frames = file.frames,
-        levels = segments.len(),
+        segments = spec.segments.len(),
         "DICOM SEG written"
     );
     Ok(file)
@@ -246,20 +242,8 @@ mod tests {
 
     fn blob(id: u32, mean_logit: f64) -> Blob {
         Blob {
-            id,
-            voxels: 10,
-            volume_mm3: 10.0,
-            centroid_ijk: [0.0; 3],
-            centroid_lps_mm: [0.0; 3],
-            bbox_min_ijk: [0; 3],
-            bbox_max_ijk: [0; 3],
             mean_logit,
-            mean_probability: 0.9,
-            max_logit: 5.0,
-            mean_spread: 0.1,
-            model_mean_logits: vec![3.0],
-            pass_mean_logits: vec![3.0],
-            pass_agreement: 1.0,
+            ..crate::seg::tests::blob(id, 10)
         }
     }
 

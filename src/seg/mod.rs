@@ -209,7 +209,7 @@ mod tests {
         (case, labels)
     }
 
-    fn blob(id: u32, voxels: usize) -> Blob {
+    pub(super) fn blob(id: u32, voxels: usize) -> Blob {
         Blob {
             id,
             voxels,

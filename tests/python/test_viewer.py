@@ -206,12 +206,18 @@ def test_dicom_case_opens_on_the_chosen_input_series(dicom_run, work):
     check_in_viewers(run, run.out / "seg.dcm", run.series, "t1c", work)
 
 
-def test_ohif_refuses_the_fractional_seg(nifti_run, work):
-    """What docs/dicom.md says: OHIF's loader reads no true FRACTIONAL SEG."""
-    result, layers = load_in_ohif(nifti_run.out / "prob-seg.dcm",
-                                  written_series(nifti_run)["t2f"], work / "ohif-fractional")
+def test_ohif_refuses_the_fractional_seg_and_dcmqi_reads_it(nifti_run, work):
+    """What docs/dicom.md says: OHIF's loader reads no true FRACTIONAL SEG; dcmqi (3D Slicer's
+    converter) gives its stored values, round(p x 255)."""
+    run = nifti_run
+    seg = run.out / "prob-seg.dcm"
+    result, layers = load_in_ohif(seg, written_series(run)["t2f"], work / "ohif-fractional")
     assert layers is None
     assert result["error"] == "Fractional segmentations are not yet supported"
+    p = run.img("probability").get_fdata(dtype=np.float32).astype(np.float64)
+    (arr, aff), = dcmqi_masks(seg, work / "dcmqi-fractional").values()
+    got = into_grid(arr, aff, lps_affine(run.img("labels").affine), p.shape)
+    assert np.array_equal(got, np.round(p * 255)), "dcmqi: fractional values differ"
 
 
 def test_probability_levels_open_in_ohif_and_slicer(nifti_run, work):
