@@ -15,7 +15,7 @@ DEMO_OUT ?= out/demo
 ort_lib = $(shell ls -1 $(CURDIR)/$(1)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | sort -V | tail -n1)
 export ORT_DYLIB_PATH = $(call ort_lib,$(VENV))
 
-.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
+.PHONY: setup setup-gpu setup-viewer build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,14 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet onnxruntime==$(ORT_VERSION) -r tests/python/requirements.txt
 	touch $@
+
+# OHIF's SEG loader for tests/python/test_viewer.py: @cornerstonejs/adapters and dcmjs at the
+# versions of tests/viewer/package-lock.json (needs node and npm)
+VIEWER := tests/viewer
+setup-viewer: $(VIEWER)/node_modules/.package-lock.json
+
+$(VIEWER)/node_modules/.package-lock.json: $(VIEWER)/package-lock.json $(VIEWER)/package.json
+	cd $(VIEWER) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
 # GPU: the onnxruntime-gpu wheel with its CUDA 13 / cuDNN 9 wheels (and TensorRT 10 with
 # TENSORRT=1) in .venv-gpu; the binary preloads them from there by absolute path.
@@ -53,7 +61,7 @@ demo: setup build
 batch: setup build
 	$(MAKE) -f pipelines/batch.mk
 
-test: setup build test-rust test-python
+test: setup setup-viewer build test-rust test-python
 
 test-rust:
 	cargo test --release --locked

@@ -443,10 +443,18 @@ pub struct DicomOutput {
     pub decision_segments: bool,
     /// Also write `prob-seg.dcm`, a FRACTIONAL (probability) SEG of the probability map.
     pub probability_seg: bool,
+    /// Also write `prob-levels-seg.dcm`, a BINARY SEG with one segment per level (the voxels
+    /// whose probability is at least the level); increasing, in (0, 1]. Empty: not written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probability_levels: Vec<f64>,
     /// Leave out frames with no segmented voxel (a segment keeps one frame if all are empty).
     pub omit_empty_frames: bool,
     /// Write the input channels as DICOM MR series under `source-dicom/` (NIfTI input only).
     pub write_source_dicom: bool,
+    /// The channel whose series the SEGs reference, the one a viewer draws them on; `None`:
+    /// `t2f` when it is a channel, else the first channel (`Pipeline::reference_channel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_channel: Option<String>,
     /// PatientName of the objects written for NIfTI input (DICOM input keeps the source's).
     pub patient_name: String,
     /// PatientID of the objects written for NIfTI input; empty = the case id.
@@ -460,13 +468,18 @@ impl Default for DicomOutput {
             seg_blobs: SegBlobs::All,
             decision_segments: false,
             probability_seg: false,
+            probability_levels: Vec::new(),
             omit_empty_frames: true,
             write_source_dicom: false,
+            reference_channel: None,
             patient_name: "Anonymous^".to_string(),
             patient_id: String::new(),
         }
     }
 }
+
+/// The default reference channel of the SEGs: BraTS's T2-FLAIR.
+const DEFAULT_REFERENCE_CHANNEL: &str = "t2f";
 
 fn default_name() -> String {
     "unnamed".to_string()
@@ -646,6 +659,23 @@ impl Pipeline {
         }
     }
 
+    /// The channel whose series the SEGs reference: `dicom_output.reference_channel`, else
+    /// `t2f` (FLAIR, where the whole tumor's extent shows; docs/dicom.md) when it is one of the
+    /// channels, else the first channel.
+    pub fn reference_channel(&self) -> &str {
+        let default = || {
+            self.channels
+                .iter()
+                .find(|c| c.as_str() == DEFAULT_REFERENCE_CHANNEL)
+                .or(self.channels.first())
+        };
+        self.dicom_output
+            .reference_channel
+            .as_ref()
+            .or_else(default)
+            .map_or(DEFAULT_REFERENCE_CHANNEL, String::as_str)
+    }
+
     /// Applies command-line values, then re-checks the result against the schema.
     pub fn apply(self, o: Overrides) -> Result<Pipeline, ConfigError> {
         self.apply_overrides(o).map_err(ConfigError::one_line)
@@ -718,6 +748,17 @@ impl Pipeline {
                 ));
             }
         }
+        if self
+            .dicom_output
+            .probability_levels
+            .windows(2)
+            .any(|w| w[1] <= w[0])
+        {
+            return Err(ConfigError::Invalid(format!(
+                "/dicom_output/probability_levels: {:?} must increase",
+                self.dicom_output.probability_levels
+            )));
+        }
         if let Some(d) = self.blobs.decisions {
             if d.reject > d.accept {
                 return Err(ConfigError::Invalid(format!(
@@ -729,8 +770,17 @@ impl Pipeline {
         self.check_dicom()
     }
 
-    /// Every DICOM series rule names a channel and compiles.
+    /// Every DICOM series rule names a channel and compiles; the SEG's reference channel is a
+    /// channel.
     fn check_dicom(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.dicom_output.reference_channel {
+            if !self.channels.contains(c) {
+                return Err(ConfigError::Invalid(format!(
+                    "/dicom_output/reference_channel: '{c}' is not one of the channels ({})",
+                    self.channels.join(", ")
+                )));
+            }
+        }
         for (channel, rule) in &self.dicom.series {
             if !self.channels.contains(channel) {
                 return Err(ConfigError::Invalid(format!(
@@ -875,6 +925,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn reference_channel_defaults_to_flair_and_must_be_a_channel() {
+        let load = |extra: &str| {
+            Pipeline::from_yaml(
+                &format!("models: [{{path: m.onnx}}]\n{extra}"),
+                Path::new("."),
+            )
+        };
+        assert_eq!(load("").unwrap().reference_channel(), "t2f");
+        let custom = load("channels: [pd, flair2]").unwrap();
+        assert_eq!(
+            custom.reference_channel(),
+            "pd",
+            "no t2f: the first channel"
+        );
+        let chosen = load("dicom_output: {reference_channel: t1c}").unwrap();
+        assert_eq!(chosen.reference_channel(), "t1c");
+        let e = load("dicom_output: {reference_channel: flair}").unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("/dicom_output/reference_channel: 'flair' is not one of the channels (t1n, t1c, t2w, t2f)"), "{e}");
+        let e = load("dicom_output: {probability_levels: [0.5, 0.5]}").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/dicom_output/probability_levels: [0.5, 0.5] must increase"),
+            "{e}"
+        );
+        assert!(load("dicom_output: {probability_levels: [0, 0.5]}").is_err());
     }
 
     #[test]

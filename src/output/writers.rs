@@ -51,8 +51,10 @@ pub fn write_dicom(
         per_blob_segments: d.per_blob_segments,
         decision_segments: p.blobs.decisions.filter(|_| d.decision_segments),
         probability_seg: d.probability_seg,
+        probability_levels: d.probability_levels.clone(),
         omit_empty_frames: d.omit_empty_frames,
         write_source_dicom: d.write_source_dicom,
+        reference_channel: p.reference_channel().to_string(),
         patient_name: d.patient_name.clone(),
         patient_id: d.patient_id.clone(),
     };

@@ -16,9 +16,9 @@ use ndarray::{ArrayView3, Axis};
 use serde::Serialize;
 
 use super::element::{int_string, item, text, texts, us, write_file, Elem};
+use super::request::SegError;
 use super::segmentation::{equipment_elements, Common, SourceSeries};
 use super::values::{format_ds, long_string, new_uid};
-use super::SegError;
 
 /// How stored int16 values map to the NIfTI values: `value = stored x slope + intercept`.
 #[derive(Debug, Clone, PartialEq)]

@@ -40,6 +40,8 @@ pub enum SegmentKind {
     Blob(u32),
     /// A set of blobs (ids sorted ascending, possibly none): label is one of them.
     Blobs(Vec<u32>),
+    /// A probability level, on a map of how many levels each voxel reaches: label >= n.
+    AtLeast(u32),
 }
 
 impl SegmentKind {
@@ -48,6 +50,7 @@ impl SegmentKind {
             SegmentKind::Tumor => label > 0,
             SegmentKind::Blob(id) => label == *id,
             SegmentKind::Blobs(ids) => label > 0 && ids.binary_search(&label).is_ok(),
+            SegmentKind::AtLeast(n) => label >= *n,
         }
     }
 }

@@ -6,9 +6,10 @@
 //! (slice 0 when it is empty everywhere), so a case without blobs still gets a valid SEG.
 //! Shared functional groups: Pixel Measures and Plane Orientation. Per frame: Frame Content
 //! (DimensionIndexValues = [segment number, k + 1]), Plane Position, Segment Identification,
-//! and, when the case has DICOM source images, Derivation Image (the source slice k of every
-//! referenced series). The dimension index is [ReferencedSegmentNumber, ImagePositionPatient],
-//! as highdicom and dcmqi write it.
+//! and, when the SEG has a source series, Derivation Image (that series' slice k). The source
+//! series is also the one item of the Common Instance Reference's ReferencedSeriesSequence
+//! (`reference` says which series it is and why only one). The dimension index is
+//! [ReferencedSegmentNumber, ImagePositionPatient], as highdicom and dcmqi write it.
 
 use dicom::core::VR;
 use dicom::dictionary_std::{tags, uids};
@@ -37,7 +38,8 @@ pub const PURPOSE_SOURCE_IMAGE: Code = Code {
 /// Value of the highest fractional value (probability 1).
 pub const MAX_FRACTIONAL_VALUE: u8 = 255;
 
-/// A source series the SEG references: one instance per k-slice of the grid.
+/// The source series a SEG references (the series it is drawn on): one instance per k-slice
+/// of the grid.
 #[derive(Debug, Clone)]
 pub struct SourceSeries {
     pub channel: String,
@@ -51,8 +53,8 @@ pub struct SourceSeries {
 pub struct Common<'a> {
     pub study: &'a Study,
     pub planes: &'a Planes,
-    /// Referenced source series (same study); empty for a stand-alone SEG.
-    pub sources: &'a [SourceSeries],
+    /// The referenced source series (same study); none for a stand-alone SEG.
+    pub source: Option<&'a SourceSeries>,
     pub now: &'a Timestamp,
     pub algorithm: &'a Algorithm,
 }
@@ -225,8 +227,8 @@ pub fn build(common: Common, spec: &SegSpec, pixels: Pixels) -> Result<Built, St
     elements.extend(dimension_elements());
     elements.push(shared_groups(planes));
     elements.push(per_frame_groups(common, spec.segments, &frames));
-    if !common.sources.is_empty() {
-        elements.push(referenced_series(common.sources));
+    if let Some(source) = common.source {
+        elements.push(referenced_series(source));
     }
     elements.push(bytes(
         tags::PIXEL_DATA,
@@ -429,8 +431,8 @@ fn per_frame_groups(common: Common, segments: &[Segment], frames: &[FrameRef]) -
                     vec![item(vec![us(tags::REFERENCED_SEGMENT_NUMBER, &[number])])],
                 ),
             ];
-            if !common.sources.is_empty() {
-                groups.push(derivation(common.sources, f.k));
+            if let Some(source) = common.source {
+                groups.push(derivation(source, f.k));
             }
             item(groups)
         })
@@ -438,23 +440,18 @@ fn per_frame_groups(common: Common, segments: &[Segment], frames: &[FrameRef]) -
     seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, items)
 }
 
-/// Derivation Image of a frame: slice k of every source series (PS3.3 A.51.5.1 codes).
-fn derivation(sources: &[SourceSeries], k: usize) -> Elem {
-    let images = sources
-        .iter()
-        .map(|s| {
-            let (class, instance) = &s.instances[k];
-            item(vec![
-                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
-                text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
-                code_seq(
-                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                    PURPOSE_SOURCE_IMAGE,
-                ),
-                text(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
-            ])
-        })
-        .collect();
+/// Derivation Image of a frame: slice k of the source series (PS3.3 A.51.5.1 codes).
+fn derivation(source: &SourceSeries, k: usize) -> Elem {
+    let (class, instance) = &source.instances[k];
+    let image = item(vec![
+        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
+        text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
+        code_seq(
+            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+            PURPOSE_SOURCE_IMAGE,
+        ),
+        text(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
+    ]);
     seq(
         tags::DERIVATION_IMAGE_SEQUENCE,
         vec![item(vec![
@@ -462,35 +459,33 @@ fn derivation(sources: &[SourceSeries], k: usize) -> Elem {
                 tags::DERIVATION_CODE_SEQUENCE,
                 vec![code_item(DERIVATION_SEGMENTATION)],
             ),
-            seq(tags::SOURCE_IMAGE_SEQUENCE, images),
+            seq(tags::SOURCE_IMAGE_SEQUENCE, vec![image]),
         ])],
     )
 }
 
-/// Common Instance Reference: every instance of every source series.
-fn referenced_series(sources: &[SourceSeries]) -> Elem {
+/// Common Instance Reference: every instance of the source series.
+fn referenced_series(source: &SourceSeries) -> Elem {
+    let instances = source
+        .instances
+        .iter()
+        .map(|(class, instance)| {
+            item(vec![
+                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
+                text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
+            ])
+        })
+        .collect();
     seq(
         tags::REFERENCED_SERIES_SEQUENCE,
-        sources
-            .iter()
-            .map(|s| {
-                item(vec![
-                    seq(
-                        tags::REFERENCED_INSTANCE_SEQUENCE,
-                        s.instances
-                            .iter()
-                            .map(|(class, instance)| {
-                                item(vec![
-                                    text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
-                                    text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                    text(tags::SERIES_INSTANCE_UID, VR::UI, &s.series_instance_uid),
-                ])
-            })
-            .collect(),
+        vec![item(vec![
+            seq(tags::REFERENCED_INSTANCE_SEQUENCE, instances),
+            text(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                &source.series_instance_uid,
+            ),
+        ])],
     )
 }
 

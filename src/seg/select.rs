@@ -32,7 +32,8 @@ pub fn select(
     let primary = results.primary();
     let labels = prepared.to_input_grid(primary.labels.view(), 0);
     let (labels, blobs) = selected_blobs(labels, &primary.blobs, p);
-    let probability = p.dicom_output.probability_seg.then(|| {
+    let d = &p.dicom_output;
+    let probability = (d.probability_seg || !d.probability_levels.is_empty()).then(|| {
         let fill = sigmoid(p.inference.outside_logit);
         prepared.to_input_grid(primary.aggregate.probability.view(), fill)
     });
