@@ -584,6 +584,9 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
     }
     let mut doc =
         serde_json::json!({"pipeline": pipeline.name, "ok": true, "models": model_values});
+    // the config the run would use: the file and the flags, every default filled in
+    doc["effective_config"] =
+        serde_json::to_value(&pipeline).map_err(|e| ConfigError::Invalid(e.to_string()))?;
     if let Some(spec) = &case {
         let grid = estimate::case_grid(spec, &pipeline)?;
         let e = estimate::estimate(&pipeline, &plans, &grid)?;
