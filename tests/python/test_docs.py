@@ -143,6 +143,20 @@ def effective_config(tmp_path_factory) -> dict:
     return load_yaml(p.stdout)["effective_config"]
 
 
+def test_effective_config_is_the_file_and_the_flags(tmp_path):
+    """What the defaults test reads: `effective_config` holds the file's values, the flags'
+    overrides and the defaults."""
+    cfg = write_config(tmp_path / "p.yaml", [model_path("unet-p32")],
+                       {"ensemble": {"passes": 7, "seed": 3}})
+    p = stochseg("validate", "--pipeline", cfg, "--seed", "5", "--threads", "1", "--format",
+                 "yaml")
+    assert p.returncode == 0, p.stderr
+    e = load_yaml(p.stdout)["effective_config"]
+    assert (e["ensemble"]["passes"], e["ensemble"]["seed"]) == (7, 5)
+    assert e["execution"]["threads"] == 1
+    assert e["models"] == [{"path": str(model_path("unet-p32")), "output_channel": 0}]
+
+
 def config_keys() -> dict:
     paths, shared = key_paths(schema(PIPELINE_SCHEMA))
     assert not shared, "the pipeline schema has no shared objects"
