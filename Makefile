@@ -1,6 +1,7 @@
 # stochseg — the two commands a fresh machine needs:
 #   make demo   installs ONNX Runtime (PyPI wheel) into .venv, builds, runs the demo case
-#   make test   the same setup, then every test (Rust unit + integration, Python cross-checks)
+#   make test   the same, plus the test tools (tests/python/requirements.txt), then every test
+#               (Rust unit + integration, Python cross-checks)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -15,13 +16,22 @@ DEMO_OUT ?= out/demo
 ort_lib = $(shell ls -1 $(CURDIR)/$(1)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | sort -V | tail -n1)
 export ORT_DYLIB_PATH = $(call ort_lib,$(VENV))
 
-.PHONY: setup setup-gpu setup-viewer build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
+.PHONY: setup setup-test setup-gpu setup-viewer build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
 
+# what the demo needs: ONNX Runtime, the library the binary loads
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: tests/python/requirements.txt
+$(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet onnxruntime==$(ORT_VERSION)
+	touch $@
+
+# what the tests (and the benchmark's numpy reference) need besides: pytest, nibabel, scipy,
+# the DICOM tools, the workflow engines
+setup-test: $(VENV)/.test-installed
+
+$(VENV)/.test-installed: $(VENV)/.installed tests/python/requirements.txt
 	$(VPY) -m pip install --quiet onnxruntime==$(ORT_VERSION) -r tests/python/requirements.txt
 	touch $@
 
@@ -61,19 +71,19 @@ demo: setup build
 batch: setup build
 	$(MAKE) -f pipelines/batch.mk
 
-test: setup setup-viewer build test-rust test-python
+test: setup-test setup-viewer build test-rust test-python
 
 test-rust:
 	cargo test --release --locked
 
-test-python:
+test-python: setup-test
 	$(VPY) -m pytest -q tests/python
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
 
-# fuzzing (README "Robustness"): each target FUZZ_SECONDS from the seeds in fuzz/corpus/<target>
+# fuzzing (docs/robustness.md): each target FUZZ_SECONDS from the seeds in fuzz/corpus/<target>
 # (new inputs go to fuzz/work/, crashes to fuzz/artifacts/). With cargo-fuzz and a nightly
 # toolchain the targets are built with AddressSanitizer (`cargo fuzz build`); without, with the
 # same coverage instrumentation on the stable toolchain and no sanitizer.
@@ -113,5 +123,5 @@ clean:
 
 # benchmark (issue 5): scaling series and the side-by-side with bench/reference.py (minutes)
 .PHONY: bench
-bench: setup build
+bench: setup-test build
 	$(VPY) bench/run.py

@@ -29,7 +29,7 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// ONNX Runtime library (libonnxruntime.so.*); see README for the search order.
+    /// ONNX Runtime library (libonnxruntime.so.*); see docs/models.md for the search order.
     #[arg(long, global = true, value_name = "PATH")]
     ort_lib: Option<PathBuf>,
 }

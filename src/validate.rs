@@ -22,6 +22,8 @@ pub struct Validation {
     pub pipeline: String,
     pub ok: bool,
     pub models: Vec<ModelCheck>,
+    /// The config the run would use: the file and the flags, every default filled in.
+    pub effective_config: Pipeline,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub case: Option<CaseCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,6 +94,7 @@ pub fn validate(
         pipeline: p.name.clone(),
         ok: true,
         models: checks,
+        effective_config: p.clone(),
         case: None,
         estimate: None,
     };

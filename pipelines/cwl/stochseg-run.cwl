@@ -2,7 +2,7 @@
 # One case through stochseg: `cwltool --no-container --preserve-environment ORT_DYLIB_PATH
 # pipelines/cwl/stochseg-run.cwl --case_dir cohort/CASE --models onnx/unet-p32.onnx --passes 2`.
 # `stochseg` must be on PATH (or in the container of a DockerRequirement you add); ONNX Runtime
-# is found as the README says (ORT_DYLIB_PATH, preserved as above, or the ort_lib input).
+# is found as docs/models.md says (ORT_DYLIB_PATH, preserved as above, or the ort_lib input).
 # Models: a pipeline config names its models relative to itself, and CWL stages each File on its
 # own, so give the models as `models` (they replace the config's) unless the config holds
 # absolute paths. The output is the case folder, named after the case folder.

@@ -18,8 +18,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import queue
 import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -131,6 +133,56 @@ def stochseg(*args, timeout: float = 300, cwd: Path | None = None,
                           timeout=timeout)
     TIMINGS.append((" ".join(str(a) for a in args[:1] + args[-2:]), time.monotonic() - t0))
     return proc
+
+
+class Watched:
+    """A binary started in the background whose stderr a helper thread reads line by line, so
+    that every wait on it has a deadline: a run that hangs without writing a word fails the
+    test (and is killed) instead of blocking it."""
+
+    def __init__(self, args, extra_env: dict | None = None):
+        e = env()
+        e.update(extra_env or {})
+        self.proc = subprocess.Popen([str(BIN)] + [str(a) for a in args], env=e,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.seen: list[str] = []
+        self._lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self._lines.put(line)
+        self._lines.put(None)  # end of stderr
+
+    def _fail(self, what: str) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        pytest.fail(f"{what}; stderr so far:\n{''.join(self.seen)[-3000:]}", pytrace=False)
+
+    def wait_for_line(self, marker: str, timeout: float) -> list[str]:
+        """Waits until a stderr line contains `marker`; fails when none comes within `timeout`
+        seconds (also while the binary writes nothing) or stderr ends first."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                self._fail(f"no {marker!r} on stderr within {timeout} s")
+            if line is None:
+                self._fail(f"the run ended before {marker!r}")
+            self.seen.append(line)
+            if marker in line:
+                return self.seen
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        """Waits for the exit with a deadline; returns (stdout, all of stderr)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._fail(f"the run did not end within {timeout} s")
+        while (line := self._lines.get(timeout=timeout)) is not None:
+            self.seen.append(line)
+        return self.proc.stdout.read(), "".join(self.seen)
 
 
 def write_config(path: Path, models, extra: dict | None = None) -> Path:

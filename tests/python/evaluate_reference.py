@@ -4,7 +4,7 @@
         [--gt-dilation 3] [--lesion-min-volume-mm3 50]
 
 prints JSON: per case Dice, the BraTS 2023/2024 lesion-wise numbers on the whole tumor (written
-here from the rule as the README states it: GT lesions are the 26-connected components of seg > 0
+here from the rule as docs/evaluation.md states it: GT lesions are the 26-connected components of seg > 0
 dilated d times with generate_binary_structure(3, 2), restricted to the GT voxels; a 26-connected
 prediction component matches every lesion whose own d-times dilation it touches; unmatched
 components are false positives; lesions of at most the volume threshold, from the header's
