@@ -7,7 +7,7 @@ use crate::io::case::Case;
 use crate::pipeline::Pipeline;
 use crate::preprocess::Prepared;
 use crate::results::Results;
-use crate::seg::{self, SegInputs, SegOptions, SegSelection, SegSummary};
+use crate::seg::{self, SegOptions, SegSelection, SegSummary};
 
 /// `figures/` of the primary region (see `figures`); returns the files as `figures/<name>`.
 pub fn write_figures(
@@ -58,13 +58,8 @@ pub fn write_dicom(
         patient_name: d.patient_name.clone(),
         patient_id: d.patient_id.clone(),
     };
-    let inputs = SegInputs {
-        case,
-        labels: selection.labels.view(),
-        probability: selection.probability.as_ref().map(|a| a.view()),
-        blobs: &selection.blobs,
-        algorithm_parameters: &selection.parameters,
-    };
+    let regions = selection.region_inputs();
+    let inputs = selection.inputs(case, &regions);
     seg::write(staging.dir(), &inputs, &options).map_err(|e| {
         staging.relabel(OutputError::Io {
             path: e.path,

@@ -80,7 +80,11 @@ pub fn build(f: &Facts) -> Report {
     let names: Vec<String> = f.models.iter().map(|m| m.name().to_string()).collect();
     let primary = f.results.primary();
     let seg = &f.seg;
-    let blobs = blob_entries(primary, &names, p, |id| seg.segment_of_blob(id));
+    let multi = f.results.multi_region();
+    let primary_name = multi.then_some(primary.region.name.as_str());
+    let blobs = blob_entries(primary, &names, p, |id| {
+        seg.segment_of_blob(primary_name, id)
+    });
     let regions = f.results.multi_region().then(|| {
         f.results
             .regions
@@ -161,8 +165,10 @@ pub fn build(f: &Facts) -> Report {
 
 /// One region's entry under `regions`.
 fn region_entry(f: &Facts, r: usize, result: &RegionResult, names: &[String]) -> RegionEntry {
+    // the region's own segments (every region of a run with several regions)
     let suffix = f.results.file_suffix(r);
-    let segment = |id: u32| (r == 0).then(|| f.seg.segment_of_blob(id)).flatten();
+    let region = Some(result.region.name.as_str());
+    let segment = |id: u32| f.seg.segment_of_blob(region, id);
     RegionEntry {
         labels: result.region.labels.clone(),
         models: feeder_names(result, names),

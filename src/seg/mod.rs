@@ -37,10 +37,10 @@ pub mod values;
 use std::path::Path;
 
 pub use request::{
-    SegError, SegInputs, SegOptions, PROBABILITY_LEVELS_SEG_FILE, PROBABILITY_SEG_FILE, SEG_FILE,
-    SOURCE_DICOM_DIR,
+    LabelMapSeg, RegionSeg, SegError, SegInputs, SegOptions, PROBABILITY_LEVELS_SEG_FILE,
+    PROBABILITY_SEG_FILE, SEG_FILE, SOURCE_DICOM_DIR,
 };
-pub use select::{select, SegSelection};
+pub use select::{select, LabelMapSelection, RegionSelection, SegSelection};
 
 use segment::Algorithm;
 use segmentation::Common;
@@ -65,24 +65,26 @@ pub fn write(dir: &Path, inputs: &SegInputs, opts: &SegOptions) -> Result<SegSum
         algorithm: &algorithm,
     };
     let binary = content::write_binary(dir, inputs, opts, common)?;
-    let fractional = match (opts.probability_seg, inputs.probability) {
-        (true, Some(p)) => Some(content::write_fractional(dir, p, opts, common)?),
-        (true, None) => {
-            return Err(SegError::new(
-                &dir.join(PROBABILITY_SEG_FILE),
-                "no probability map was given",
-            ))
-        }
-        (false, _) => None,
+    let probabilities = |file: &str| {
+        inputs
+            .regions
+            .iter()
+            .map(|r| r.probability)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| SegError::new(&dir.join(file), "no probability map was given"))
     };
-    let levels = match (opts.probability_levels.is_empty(), inputs.probability) {
-        (true, _) => None,
-        (false, Some(p)) => Some(content::write_levels(dir, p, opts, common)?),
-        (false, None) => {
-            return Err(SegError::new(
-                &dir.join(PROBABILITY_LEVELS_SEG_FILE),
-                "no probability map was given",
-            ))
+    let fractional = match opts.probability_seg {
+        true => {
+            let maps = probabilities(PROBABILITY_SEG_FILE)?;
+            Some(content::write_fractional(dir, inputs, &maps, opts, common)?)
+        }
+        false => None,
+    };
+    let levels = match opts.probability_levels.is_empty() {
+        true => None,
+        false => {
+            let maps = probabilities(PROBABILITY_LEVELS_SEG_FILE)?;
+            Some(content::write_levels(dir, inputs, &maps, opts, common)?)
         }
     };
     let study = &anchor.study;
@@ -124,7 +126,7 @@ mod tests {
     use std::path::PathBuf;
 
     /// 13 x 11 x 3 grid (143 pixels a frame), two blobs.
-    fn case(sources: Vec<Source>) -> (Case, Array3<u32>) {
+    pub(super) fn case(sources: Vec<Source>) -> (Case, Array3<u32>) {
         let geometry = Geometry {
             shape_ijk: [13, 11, 3],
             affine_lps: [
@@ -182,11 +184,16 @@ mod tests {
         let (case, labels) = case(vec![Source::Nifti(Default::default())]);
         let dir = tempfile::tempdir().unwrap();
         let blobs = [blob(1, 2), blob(2, 1)];
-        let inputs = SegInputs {
-            case: &case,
+        let regions = [RegionSeg {
+            name: "WT",
             labels: labels.view(),
             probability: None,
             blobs: &blobs,
+        }];
+        let inputs = SegInputs {
+            case: &case,
+            regions: &regions,
+            label_map: None,
             algorithm_parameters: "test",
         };
         let opts = SegOptions {
@@ -198,7 +205,7 @@ mod tests {
         let s = write(dir.path(), &inputs, &opts).unwrap();
         // frames: tumor at k 0 and 2, blob 1 at k 0, blob 2 at k 2
         assert_eq!(s.binary.frames, 4);
-        assert_eq!(s.segment_of_blob(2), Some(3));
+        assert_eq!(s.segment_of_blob(None, 2), Some(3));
         assert_eq!(s.binary.segments[1].label, "Blob 1 (confidence 2.47)");
         assert_eq!(s.study_origin, "new");
         assert!(s.referenced_series.is_empty() && s.fractional.is_none());
@@ -237,11 +244,16 @@ mod tests {
         let empty = Array3::<u32>::zeros(labels.dim());
         let probability = labels.mapv(|l| if l > 0 { 0.75f32 } else { 0.0 });
         let dir = tempfile::tempdir().unwrap();
-        let inputs = SegInputs {
-            case: &case,
+        let regions = [RegionSeg {
+            name: "WT",
             labels: empty.view(),
             probability: Some(probability.view()),
             blobs: &[],
+        }];
+        let inputs = SegInputs {
+            case: &case,
+            regions: &regions,
+            label_map: None,
             algorithm_parameters: "test",
         };
         let opts = SegOptions {
@@ -285,11 +297,16 @@ mod tests {
         };
         let (case, labels) = case(vec![Source::Dicom(src)]);
         let dir = tempfile::tempdir().unwrap();
-        let inputs = SegInputs {
-            case: &case,
+        let regions = [RegionSeg {
+            name: "WT",
             labels: labels.view(),
             probability: None,
             blobs: &[],
+        }];
+        let inputs = SegInputs {
+            case: &case,
+            regions: &regions,
+            label_map: None,
             algorithm_parameters: "",
         };
         let opts = SegOptions {

@@ -55,11 +55,29 @@ pub struct SegOptions {
 #[derive(Debug, Clone, Copy)]
 pub struct SegInputs<'a> {
     pub case: &'a Case,
-    /// Blob ids (0 = background), the values of `labels.nii.gz`.
-    pub labels: ArrayView3<'a, u32>,
-    /// Needed when `probability_seg` is asked for.
-    pub probability: Option<ArrayView3<'a, f32>>,
-    pub blobs: &'a [Blob],
+    /// One per region, the primary first. A one-region run's SEG holds the whole tumor, then
+    /// the decision and blob segments; with several regions, see `content`.
+    pub regions: &'a [RegionSeg<'a>],
+    /// The label map in the BraTS convention, when the run has one.
+    pub label_map: Option<LabelMapSeg<'a>>,
     /// Free text recorded as AlgorithmParameters.
     pub algorithm_parameters: &'a str,
+}
+
+/// The label map in the BraTS convention (as u32) and the names of its non-zero labels.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelMapSeg<'a> {
+    pub map: ArrayView3<'a, u32>,
+    pub names: &'a [(u8, String)],
+}
+
+/// One region's results on the input grid.
+#[derive(Debug, Clone, Copy)]
+pub struct RegionSeg<'a> {
+    pub name: &'a str,
+    /// Blob ids (0 = background), the values of the region's labels map.
+    pub labels: ArrayView3<'a, u32>,
+    /// Needed when `probability_seg` or `probability_levels` are asked for.
+    pub probability: Option<ArrayView3<'a, f32>>,
+    pub blobs: &'a [Blob],
 }

@@ -62,10 +62,23 @@ pub struct Common<'a> {
 /// The pixels of a SEG, on the input grid (`[k, j, i]`).
 #[derive(Debug, Clone, Copy)]
 pub enum Pixels<'a> {
-    /// Label map (blob ids); each segment's kind selects its voxels.
-    Binary(ArrayView3<'a, u32>),
-    /// Probability in [0, 1] of the single segment, stored as round(p x 255).
-    Fractional(ArrayView3<'a, f32>),
+    /// Label maps (blob ids, BraTS labels, levels reached); each segment's kind selects its
+    /// voxels in its map (`Segment::map`).
+    Binary(&'a [ArrayView3<'a, u32>]),
+    /// Probabilities in [0, 1], one map per segment (`Segment::map`), stored as round(p x 255).
+    Fractional(&'a [ArrayView3<'a, f32>]),
+}
+
+impl Pixels<'_> {
+    /// Shape of the maps, when they all have the same one.
+    fn shape(&self) -> Option<(usize, usize, usize)> {
+        let shapes: Vec<_> = match self {
+            Pixels::Binary(maps) => maps.iter().map(|m| m.dim()).collect(),
+            Pixels::Fractional(maps) => maps.iter().map(|m| m.dim()).collect(),
+        };
+        let first = *shapes.first()?;
+        shapes.iter().all(|&s| s == first).then_some(first)
+    }
 }
 
 /// One SEG instance to build.
@@ -104,38 +117,52 @@ pub fn quantize_probability(p: f32) -> u8 {
 
 /// Number of voxels of each segment in each k-slice: `counts[segment][k]`.
 fn slice_counts(pixels: Pixels, segments: &[Segment]) -> Vec<Vec<usize>> {
-    let nk = match pixels {
-        Pixels::Binary(l) => l.len_of(Axis(0)),
-        Pixels::Fractional(p) => p.len_of(Axis(0)),
-    };
-    let mut counts = vec![vec![0usize; nk]; segments.len()];
-    for k in 0..nk {
-        match pixels {
-            Pixels::Binary(labels) => {
-                let slice = labels.index_axis(Axis(0), k);
-                let max = slice.iter().copied().max().unwrap_or(0) as usize;
-                let mut per_label = vec![0usize; max + 1];
-                for &l in slice.iter() {
-                    per_label[l as usize] += 1;
-                }
-                for (s, seg) in segments.iter().enumerate() {
-                    counts[s][k] = (0..=max)
-                        .filter(|&l| seg.kind.contains(l as u32))
-                        .map(|l| per_label[l])
-                        .sum();
-                }
-            }
-            Pixels::Fractional(p) => {
-                let n = p
-                    .index_axis(Axis(0), k)
-                    .iter()
-                    .filter(|&&v| quantize_probability(v) > 0)
-                    .count();
-                counts.iter_mut().for_each(|c| c[k] = n);
-            }
+    match pixels {
+        Pixels::Binary(maps) => {
+            let per_map: Vec<Vec<Vec<usize>>> = maps
+                .iter()
+                .map(|m| m.outer_iter().map(label_counts).collect())
+                .collect();
+            segments
+                .iter()
+                .map(|seg| {
+                    per_map[seg.map]
+                        .iter()
+                        .map(|per_label| {
+                            (0..per_label.len())
+                                .filter(|&l| seg.kind.contains(l as u32))
+                                .map(|l| per_label[l])
+                                .sum()
+                        })
+                        .collect()
+                })
+                .collect()
         }
+        Pixels::Fractional(maps) => segments
+            .iter()
+            .map(|seg| {
+                maps[seg.map]
+                    .outer_iter()
+                    .map(|slice| {
+                        slice
+                            .iter()
+                            .filter(|&&v| quantize_probability(v) > 0)
+                            .count()
+                    })
+                    .collect()
+            })
+            .collect(),
     }
-    counts
+}
+
+/// Voxels of each label value in one slice (index = value).
+fn label_counts(slice: ndarray::ArrayView2<u32>) -> Vec<usize> {
+    let max = slice.iter().copied().max().unwrap_or(0) as usize;
+    let mut per_label = vec![0usize; max + 1];
+    for &l in slice.iter() {
+        per_label[l as usize] += 1;
+    }
+    per_label
 }
 
 /// Frames in order: segment-major, then k; empty ones left out when asked, never all of a
@@ -158,26 +185,27 @@ fn select_frames(counts: &[Vec<usize>], omit_empty: bool) -> Vec<FrameRef> {
 
 fn pixel_data(pixels: Pixels, segments: &[Segment], frames: &[FrameRef]) -> Vec<u8> {
     match pixels {
-        Pixels::Binary(labels) => {
-            let frame_len = labels.len_of(Axis(1)) * labels.len_of(Axis(2));
+        Pixels::Binary(maps) => {
+            let frame_len = maps[0].len_of(Axis(1)) * maps[0].len_of(Axis(2));
             let mut packer = BitPacker::with_capacity(frame_len * frames.len());
             for f in frames {
-                let kind = &segments[f.segment].kind;
+                let segment = &segments[f.segment];
                 packer.extend(
-                    labels
+                    maps[segment.map]
                         .index_axis(Axis(0), f.k)
                         .iter()
-                        .map(|&l| kind.contains(l)),
+                        .map(|&l| segment.kind.contains(l)),
                 );
             }
             packer.finish()
         }
-        Pixels::Fractional(p) => {
-            let mut out =
-                Vec::with_capacity(p.len_of(Axis(1)) * p.len_of(Axis(2)) * frames.len() + 1);
+        Pixels::Fractional(maps) => {
+            let frame_len = maps[0].len_of(Axis(1)) * maps[0].len_of(Axis(2));
+            let mut out = Vec::with_capacity(frame_len * frames.len() + 1);
             for f in frames {
                 out.extend(
-                    p.index_axis(Axis(0), f.k)
+                    maps[segments[f.segment].map]
+                        .index_axis(Axis(0), f.k)
                         .iter()
                         .map(|&v| quantize_probability(v)),
                 );
@@ -204,10 +232,19 @@ pub fn build(common: Common, spec: &SegSpec, pixels: Pixels) -> Result<Built, St
             spec.segments.len()
         ));
     }
-    let shape = match pixels {
-        Pixels::Binary(l) => l.dim(),
-        Pixels::Fractional(p) => p.dim(),
+    let shape = pixels
+        .shape()
+        .ok_or_else(|| "the maps of a SEG must all have one shape".to_string())?;
+    let maps = match pixels {
+        Pixels::Binary(m) => m.len(),
+        Pixels::Fractional(m) => m.len(),
     };
+    if let Some(s) = spec.segments.iter().find(|s| s.map >= maps) {
+        return Err(format!(
+            "segment {} names map {} of {maps}",
+            s.number, s.map
+        ));
+    }
     let planes = common.planes;
     if shape != (planes.positions.len(), planes.rows, planes.columns) {
         return Err(format!(
@@ -316,8 +353,9 @@ fn image_elements(pixels: Pixels, planes: &Planes, frames: usize) -> Vec<Elem> {
 /// Segment Sequence, content identification and overlap.
 fn segmentation_elements(common: Common, spec: &SegSpec, pixels: Pixels) -> Vec<Elem> {
     let overlap = match pixels {
-        Pixels::Binary(_) if spec.segments.len() > 1 => "YES",
-        _ => "NO",
+        _ if spec.segments.len() == 1 => "NO",
+        Pixels::Binary(_) => "YES",
+        Pixels::Fractional(_) => "UNDEFINED",
     };
     vec![
         text(tags::SEGMENTS_OVERLAP, VR::CS, overlap),
@@ -498,11 +536,14 @@ mod tests {
     fn segment(number: u16, kind: SegmentKind) -> Segment {
         Segment {
             number,
+            map: 0,
             kind,
+            property: crate::seg::segment::TYPE_NEOPLASM,
             label: format!("s{number}"),
             description: String::new(),
             rgb: [0, 0, 0],
             tracking: None,
+            region: None,
         }
     }
 
@@ -517,14 +558,15 @@ mod tests {
             segment(3, SegmentKind::Blob(2)),
             segment(4, SegmentKind::Blob(7)),
         ];
-        let counts = slice_counts(Pixels::Binary(labels.view()), &segs);
+        let maps = [labels.view()];
+        let counts = slice_counts(Pixels::Binary(&maps), &segs);
         assert_eq!(counts[0], [0, 1, 1, 0]);
         let frames = select_frames(&counts, true);
         let pairs: Vec<(usize, usize)> = frames.iter().map(|f| (f.segment, f.k)).collect();
         assert_eq!(pairs, [(0, 1), (0, 2), (1, 1), (2, 2), (3, 0)]);
         assert_eq!(select_frames(&counts, false).len(), 16);
         // 6-pixel frames, one bit stream: k=1 sets bit 0, k=2 sets bit 6 + 5 = 11
-        let data = pixel_data(Pixels::Binary(labels.view()), &segs, &frames[..2]);
+        let data = pixel_data(Pixels::Binary(&maps), &segs, &frames[..2]);
         assert_eq!(data, vec![0b0000_0001, 0b0000_1000]);
     }
 

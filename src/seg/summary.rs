@@ -44,6 +44,9 @@ pub struct SegmentInfo {
     pub label: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blob_id: Option<u32>,
+    /// The region of the segment, in the SEGs of a run with several regions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Voxels in the segment (FRACTIONAL: voxels with a nonzero stored value).
     pub voxels: usize,
 }
@@ -65,12 +68,13 @@ impl SegSummary {
         out
     }
 
-    /// Segment number of blob `id` in `seg.dcm`, when per-blob segments were written.
-    pub fn segment_of_blob(&self, id: u32) -> Option<u16> {
+    /// Segment number of blob `id` of `region` (none in a one-region run) in `seg.dcm`, when
+    /// per-blob segments were written.
+    pub fn segment_of_blob(&self, region: Option<&str>, id: u32) -> Option<u16> {
         self.binary
             .segments
             .iter()
-            .find(|s| s.blob_id == Some(id))
+            .find(|s| s.blob_id == Some(id) && s.region.as_deref() == region)
             .map(|s| s.number)
     }
 }
@@ -91,8 +95,12 @@ pub(crate) fn seg_file(name: &str, kind: &str, built: &Built, segments: &[Segmen
                 label: s.label.clone(),
                 blob_id: match s.kind {
                     SegmentKind::Blob(id) => Some(id),
-                    SegmentKind::Tumor | SegmentKind::Blobs(_) | SegmentKind::AtLeast(_) => None,
+                    SegmentKind::Tumor
+                    | SegmentKind::Blobs(_)
+                    | SegmentKind::AtLeast(_)
+                    | SegmentKind::Label(_) => None,
                 },
+                region: s.region.clone(),
                 voxels,
             })
             .collect(),
