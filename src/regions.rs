@@ -56,12 +56,12 @@ pub enum RegionError {
     OneChannel { model: String },
     #[error("{model}: {what}")]
     Declaration { model: String, what: String },
-    #[error("{model}: region '{region}' covers labels {declared:?} in the model's declaration and {configured:?} in the pipeline's regions")]
+    #[error("{model}: region '{region}' covers labels {declared} in the model's declaration and {configured} in the pipeline's regions")]
     LabelsDiffer {
         model: String,
         region: String,
-        declared: Option<Vec<u8>>,
-        configured: Option<Vec<u8>>,
+        declared: String,
+        configured: String,
     },
     #[error(
         "{model}: declares region '{region}', which is not one of the pipeline's regions ({known})"
@@ -471,11 +471,18 @@ fn region_index(
         return Err(RegionError::LabelsDiffer {
             model: model.to_string(),
             region: r.name.clone(),
-            declared,
-            configured: regions[index].labels.clone(),
+            declared: labels_text(declared.as_deref()),
+            configured: labels_text(regions[index].labels.as_deref()),
         });
     }
     Ok(index)
+}
+
+/// Label values as the messages write them: `1|2|3`, or `any non-zero`.
+fn labels_text(labels: Option<&[u8]>) -> String {
+    labels.map_or("any non-zero".to_string(), |l| {
+        l.iter().map(u8::to_string).collect::<Vec<_>>().join("|")
+    })
 }
 
 /// The label map's rule, if the regions allow one, with the names of its labels.
