@@ -541,6 +541,21 @@ fn log_beside(bar: Option<&indicatif::ProgressBar>, log: impl FnOnce()) {
     }
 }
 
+/// The providers a run asks for, in order, for a batch system sizing its jobs: `gpu` when the
+/// first is a GPU provider (the others are fallbacks), so a job should ask for a GPU even where
+/// `validate` itself ran on a host without one and fell back.
+fn execution_doc(
+    providers: &[String],
+    plan: &stochseg::infer::providers::ProviderPlan,
+) -> serde_json::Value {
+    use stochseg::infer::providers::Device;
+    let gpu = matches!(
+        plan.devices.first(),
+        Some(Device::Cuda(_) | Device::TensorRt(_))
+    );
+    serde_json::json!({"providers": providers, "allow_fallback": plan.allow_fallback, "gpu": gpu})
+}
+
 fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
     use stochseg::estimate;
     use stochseg::infer::Model;
@@ -582,8 +597,11 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
             model.fixed_batch(),
         ));
     }
-    let mut doc =
-        serde_json::json!({"pipeline": pipeline.name, "ok": true, "models": model_values});
+    let mut doc = serde_json::json!({
+        "pipeline": pipeline.name, "ok": true,
+        "execution": execution_doc(&pipeline.execution.providers, &plan),
+        "models": model_values,
+    });
     if let Some(spec) = &case {
         let grid = estimate::case_grid(spec, &pipeline)?;
         let e = estimate::estimate(&pipeline, &plans, &grid)?;
