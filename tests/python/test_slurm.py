@@ -6,8 +6,9 @@ fast config of the workflow tests (unet-p32, 2 passes).
 Checked: every job's Slurm request (memory from `stochseg validate` plus the margin, CPUs, time
 limit, GPU and partition); the cohort's maps and report numbers equal a local run of the same
 workflow with the same seed; a job cancelled with scancel leaves nothing and the rerun runs only
-its case; a job over its memory request is killed with Slurm's message in Snakemake's log; a bad
-case fails its own job with stochseg's exit code while the others finish.
+its case; a job over its memory request is killed with Slurm's message in Snakemake's log and
+its retry asks for twice as much; a bad case fails its own job with stochseg's exit code while
+the others finish; a GPU pipeline's jobs ask for a GPU in the GPU partition.
 
 Without a cluster the tests skip with the reason, unless STOCHSEG_REQUIRE_SLURM=1 (CI): then a
 missing cluster fails them."""
@@ -278,7 +279,7 @@ def slurm_job_of(case: str) -> str | None:
     return None
 
 
-def test_job_over_its_memory_request_is_killed_with_slurms_message(tmp_path):
+def test_job_over_its_memory_request_is_killed_and_its_retry_asks_twice(tmp_path):
     cohort = tmp_path / "cohort"
     make_case(cohort, CASES[0])
     out = tmp_path / "results"
@@ -287,17 +288,24 @@ def test_job_over_its_memory_request_is_killed_with_slurms_message(tmp_path):
     # step 0 (the Snakemake that srun starts, and stochseg under it) does not
     pipeline = fast_config(tmp_path / "p256.yaml", model="unet-p256")
     cfg = workflow_config(tmp_path, cohort, out, pipeline, mem_mb=250)
-    p = snakemake(cfg, tmp_path)
-    assert p.returncode != 0, p.log[-4000:]
-    (job_id, (rule, case)), = submitted(p.log).items()
-    assert (rule, case) == ("segment", CASES[0])
+    p = snakemake(cfg, tmp_path, "--retries", "1")
+    assert p.returncode == 0, p.log[-4000:]
+    jobs = submitted(p.log)
+    assert sorted(jobs.values()) == [("segment", CASES[0])] * 2 + [("summarize", None)], jobs
+    first, second = sorted((j for j, (rule, _) in jobs.items() if rule == "segment"), key=int)
     # Slurm's kill message, from the job's log, in Snakemake's own output (show-failed-logs)
-    m = re.search(rf"StepId={job_id}\.0 exceeded memory limit \((\d+) > (\d+)\), being killed",
+    m = re.search(rf"StepId={first}\.0 exceeded memory limit \((\d+) > (\d+)\), being killed",
                   p.log)
     assert m, p.log[-4000:]
     assert int(m.group(2)) == 250 * 2**20 < int(m.group(1))
-    assert f"SLURM-job '{job_id}' failed" in p.log
-    assert not (out / CASES[0]).exists()
+    assert f"SLURM-job '{first}' failed" in p.log
+    # the retry asked for twice as much and finished; the killed run's staging folder and
+    # lock (SIGKILL leaves them) were cleared by it
+    assert scontrol(first)["JobState"] == "FAILED"
+    job = scontrol(second)
+    assert job["JobState"] == "COMPLETED" and re.search(r"\bmem=500M\b", job["TRES"]), job
+    check_report_files(out / CASES[0])
+    assert staging_left(out) == [] and not list(out.glob(".*.lock"))
 
 
 def test_bad_case_fails_its_own_job_with_stochsegs_exit_code(tmp_path):
