@@ -9,9 +9,10 @@
 #   tests/slurm/cluster.sh down     cancel every job, stop slurmd, slurmctld and munged
 #   tests/slurm/cluster.sh status   sinfo and the daemons' process ids
 #
-# The node has the CPUs and memory `slurmd -C` reports and one count-only GPU (gres gpu:1 with
-# no device file), so that a job asking `--gres=gpu:1` is scheduled and its request can be
-# checked; nothing on this node is a real GPU. Partitions: `cpu` (default) and `gpu`, both on
+# The node has the CPUs and memory `slurmd -C` reports and one GPU in name only (gres gpu:1
+# whose device file is a link to /dev/null; Slurm 22.05 drops a GPU without a device file), so
+# that a job asking `--gres=gpu:1` is scheduled and its request can be checked; nothing on this
+# node is a real GPU. Partitions: `cpu` (default) and `gpu`, both on
 # the node. slurm.conf goes to /etc/slurm (where every Slurm command looks for it); state, logs
 # and pid files go to $STOCHSEG_SLURM_DIR (default /var/tmp/stochseg-slurm).
 set -euo pipefail
@@ -47,9 +48,12 @@ write_config() {
   local host hw
   host=$(hostname -s)
   hw=$(node_hardware)
-  if [ -e "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
-    die "$CONF exists and was not written by this script; not replacing it"
-  fi
+  local f
+  for f in "$CONF" "$CONF_DIR/gres.conf"; do
+    if [ -e "$f" ] && ! grep -qxF "$MARK" "$f"; then
+      die "$f exists and was not written by this script; not replacing it"
+    fi
+  done
   mkdir -p "$CONF_DIR" "$STATE/ctld" "$STATE/d" "$STATE/log"
   cat >"$CONF" <<EOF
 $MARK
@@ -117,9 +121,9 @@ daemon_pid() {  # pid from a pid file, if that process is alive
 }
 
 wait_idle() {
-  local host state i
+  local host state _
   host=$(hostname -s)
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     state=$(sinfo -h -n "$host" -o %T 2>/dev/null | head -n1 || true)
     case "$state" in
       idle) say "node $host idle ($(sinfo -h -o '%P %c CPUs %m MB %G' | tr '\n' ';'))"; return 0 ;;
@@ -141,10 +145,10 @@ up() {
 }
 
 stop_pid_file() {
-  local f=$1 name=$2 pid i
+  local f=$1 name=$2 pid _
   pid=$(daemon_pid "$f") || return 0
   kill "$pid"
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.2
   done
@@ -154,10 +158,10 @@ stop_pid_file() {
 
 # cancels every job and waits (up to 30 s) until none runs or completes
 cancel_jobs() {
-  local i
+  local _
   daemon_pid "$STATE/slurmctld.pid" >/dev/null || return 0
   squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     [ -z "$(squeue -h -t running,completing,configuring -o %i 2>/dev/null)" ] && return 0
     sleep 0.5
   done
