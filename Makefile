@@ -77,7 +77,7 @@ test-rust:
 	cargo test --release --locked
 
 test-python: setup-test
-	$(VPY) -m pytest -q tests/python
+	$(VPY) -m pytest -q -rs tests/python
 
 lint:
 	cargo fmt --all -- --check

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::estimate::{self, RegionLoad};
-use crate::infer::{self, ModelError, ProviderPlan, SessionOptions, Threads};
+use crate::infer::{self, Device, ModelError, ProviderPlan, SessionOptions, Threads};
 use crate::io::case::CaseSpec;
 use crate::pipeline::Pipeline;
 use crate::regions::RegionPlan;
@@ -21,6 +21,7 @@ use crate::streams::NoiseStreams;
 pub struct Validation {
     pub pipeline: String,
     pub ok: bool,
+    pub execution: ExecutionCheck,
     pub models: Vec<ModelCheck>,
     /// The config the run would use: the file and the flags, every default filled in.
     pub effective_config: Pipeline,
@@ -28,6 +29,16 @@ pub struct Validation {
     pub case: Option<CaseCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<EstimateCheck>,
+}
+
+/// The providers a run asks for, in order, for a batch system sizing its jobs: `gpu` when the
+/// first is a GPU provider (the others are fallbacks), so a job asks for a GPU even where
+/// `validate` itself ran on a host without one and fell back.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionCheck {
+    pub providers: Vec<String>,
+    pub allow_fallback: bool,
+    pub gpu: bool,
 }
 
 /// One model as a run would use it.
@@ -67,9 +78,15 @@ pub fn validate(
     case: Option<&CaseSpec>,
     library: Option<PathBuf>,
 ) -> Result<Validation, Error> {
+    let plan = ProviderPlan::from_config(&p.execution)?;
+    let execution = ExecutionCheck {
+        providers: p.execution.providers.clone(),
+        allow_fallback: plan.allow_fallback,
+        gpu: matches!(plan.devices.first(), Some(Device::Cuda(_) | Device::TensorRt(_))),
+    };
     let backend = infer::onnx_runtime(SessionOptions {
         library,
-        plan: ProviderPlan::from_config(&p.execution)?,
+        plan,
         threads: Threads::ONE,
         batch_size: p.inference.batch_size,
         max_batch_voxels: p.inference.max_batch_voxels,
@@ -93,6 +110,7 @@ pub fn validate(
     let mut validation = Validation {
         pipeline: p.name.clone(),
         ok: true,
+        execution,
         models: checks,
         effective_config: p.clone(),
         case: None,

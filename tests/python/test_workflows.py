@@ -118,19 +118,21 @@ def test_snakemake_one_job_per_case(tmp_path, direct):
     cfg.write_text(json.dumps({
         "cases_dir": str(cohort), "out_dir": str(out), "stochseg": str(BIN),
         "pipeline": str(fast_config(tmp_path / "fast.yaml")), "args": "", "threads": 1,
-        "mem_mb": 0}))
+        "mem_mb": 0, "mem_margin_mb": 100}))
     cmd = [tool("snakemake"), "-s", SNAKEFILE, "--configfile", cfg, "--cores", "2",
            "--directory", tmp_path]
     p = run_engine(cmd, tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     check_case_outputs({c: out / c for c in CASE_IDS}, direct)
     check_summary(out, direct)
-    # each job asked for the memory `stochseg validate` expects (MiB -> MB)
+    # each job asked for the memory `stochseg validate` expects (MiB -> MB), plus the config's
+    # margin for the Snakemake processes of a cluster job
     est = load_yaml(run_engine([BIN, "-q", "validate", "--pipeline", tmp_path / "fast.yaml",
                                 "--case", cohort / CASE_IDS[0], "--format", "yaml"],
                                tmp_path).stdout)["estimate"]["peak_memory_mib"]
-    asked = re.findall(r"mem_mb=(\d+)", p.stdout + p.stderr)
-    assert asked and all(int(a) == math.ceil(est * 1.048576) for a in asked), asked
+    asked = re.findall(r"rule segment:.*?mem_mb=(\d+)", p.stdout + p.stderr, re.S)
+    assert len(asked) == len(CASE_IDS), asked
+    assert all(int(a) == math.ceil(est * 1.048576) + 100 for a in asked), asked
     # JSON logs of each job
     for c in CASE_IDS:
         lines = (out / ".logs" / f"{c}.log").read_text().splitlines()
