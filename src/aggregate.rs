@@ -20,6 +20,7 @@ use ndarray::{Array3, Array4, ArrayView3, Axis, Zip};
 
 use crate::pipeline::Aggregation;
 use crate::regions::{self, Head, LabelRule, RegionPlan};
+use crate::uncertainty::{UncertaintyAccumulator, UncertaintyMaps};
 
 /// Where the ensemble hands each pass: the model's stitched output channels `[k, z, y, x]`.
 pub trait PassSink: Send {
@@ -130,7 +131,8 @@ pub struct Aggregator {
     count: usize,
     mean: Array3<f32>,
     m2: Array3<f32>,
-    prob_mean: Option<Array3<f32>>,
+    /// The mean of the pass probabilities and the decomposition of the spread.
+    uncertainty: UncertaintyAccumulator,
     passes: PassStore,
     spill_error: Option<std::io::Error>,
 }
@@ -143,6 +145,8 @@ pub struct Aggregate {
     pub mean_logit: Array3<f32>,
     pub std_logit: Array3<f32>,
     pub probability: Array3<f32>,
+    /// Entropy, mutual information and the between/within-model variance (`uncertainty`).
+    pub uncertainty: UncertaintyMaps,
     pub passes: PassStore,
 }
 
@@ -163,7 +167,7 @@ impl Aggregator {
             count: 0,
             mean: Array3::zeros(shape),
             m2: Array3::zeros(shape),
-            prob_mean: (aggregation == Aggregation::MeanProbability).then(|| Array3::zeros(shape)),
+            uncertainty: UncertaintyAccumulator::new(shape),
             passes,
             spill_error: None,
         }
@@ -181,11 +185,7 @@ impl Aggregator {
                 *mean += delta * inv_n;
                 *m2 += delta * (x - *mean);
             });
-        if let Some(p) = self.prob_mean.as_mut() {
-            Zip::from(p)
-                .and(&logits)
-                .par_for_each(|p, &x| *p += (sigmoid(x) - *p) * inv_n);
-        }
+        self.uncertainty.add(model, logits);
         let mut compact = Array3::from_elem(logits.raw_dim(), f16::ZERO);
         Zip::from(&mut compact)
             .and(&logits)
@@ -208,15 +208,20 @@ impl Aggregator {
                 0.0
             }
         });
-        let (logit_map, probability) = match (self.aggregation, self.prob_mean) {
-            (Aggregation::MeanProbability, Some(p)) => (p.mapv(logit), p),
-            _ => (self.mean.clone(), self.mean.mapv(sigmoid)),
+        let uncertainty = self.uncertainty.finish(&self.m2);
+        let (logit_map, probability) = match self.aggregation {
+            Aggregation::MeanProbability => (
+                uncertainty.probability.mapv(logit),
+                uncertainty.probability.clone(),
+            ),
+            Aggregation::MeanLogit => (self.mean.clone(), self.mean.mapv(sigmoid)),
         };
         Ok(Aggregate {
             logit: logit_map,
             mean_logit: self.mean,
             std_logit,
             probability,
+            uncertainty,
             passes: self.passes,
         })
     }

@@ -30,6 +30,7 @@ pub mod stats;
 pub mod streams;
 pub mod summarize;
 pub mod text;
+pub mod uncertainty;
 pub mod validate;
 pub mod volume;
 pub mod window;
