@@ -36,7 +36,8 @@ use ndarray::{ArrayView3, Axis};
 use serde::Serialize;
 
 use crate::blobs::Blob;
-use crate::io::case::{Case, DicomSource, Source};
+use crate::io::case::{Case, Source};
+use crate::io::dicom::DicomSource;
 use crate::output::OutputError;
 use crate::pipeline::{Decision, Decisions};
 

@@ -8,7 +8,7 @@
 //! For DICOM input the source's own strings are kept verbatim (viewers compare orientations
 //! and positions with the source's), after checking that they describe the case's grid.
 
-use crate::io::case::DicomSource;
+use crate::io::dicom::DicomSource;
 use crate::volume::Geometry;
 
 use super::values::format_ds;

@@ -6,8 +6,8 @@
 //! a folder (headers only), `rules` picks the channel's series, `series` checks it and sorts its
 //! slices into a grid (the geometry itself, sorting along the normal, gap checks and the affine,
 //! is `grid`), and `pixels` decodes its voxels. Below them, `header` turns one file's header into
-//! the values these steps need, and `open` opens a file with dicom-rs after `lengths` has checked
-//! its element lengths.
+//! the values these steps need, `open` opens a file with dicom-rs after `lengths` has checked its
+//! element lengths, and `source` is what derived objects need of the series.
 //!
 //! Errors name the folder and series (UID and description) or the file. Patient name, ID,
 //! birth date and accession number are copied into `DicomSource::attributes` for derived objects
@@ -21,11 +21,13 @@ mod open;
 mod pixels;
 mod rules;
 mod series;
+mod source;
 
 pub use discover::{scan, Scan, SeriesFiles};
 pub use pixels::read_volume;
 pub use rules::{choose, default_rule, rule_for};
 pub use series::{prepare, Series};
+pub use source::DicomSource;
 
 #[cfg(test)]
 use std::path::Path;

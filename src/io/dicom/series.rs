@@ -12,7 +12,7 @@ use dicom::transfer_syntax::TransferSyntaxRegistry;
 use super::discover::SeriesFiles;
 use super::grid::{affine_lps, plane_axes, stack_slices};
 use super::header::{clean, SliceHeader};
-use crate::io::case::DicomSource;
+use super::source::DicomSource;
 use crate::io::InputError;
 use crate::volume::Geometry;
 
