@@ -25,6 +25,7 @@ pub mod schema;
 pub mod seg;
 pub mod stats;
 pub mod summarize;
+pub mod vec3;
 pub mod volume;
 pub mod window;
 pub mod yaml;

@@ -13,6 +13,9 @@
 //! patient coordinates are already LPS, so no flip is needed; a case written as NIfTI and as
 //! DICOM gives the same `Geometry`.
 
+use crate::stats;
+use crate::vec3::{cross, dot, norm};
+
 /// Two slices closer than this along the normal are at the same position (mm).
 const DUPLICATE_MM: f64 = 0.01;
 /// A gap larger than this times the median gap means a slice is missing.
@@ -129,14 +132,15 @@ pub(super) fn stack_slices(
     let along: Vec<f64> = positions.iter().map(|&p| dot(p, normal)).collect();
     let mut order: Vec<usize> = (0..positions.len()).collect();
     order.sort_by(|&a, &b| along[a].total_cmp(&along[b]));
-    if order.len() < 2 {
+    let sorted: Vec<f64> = order.iter().map(|&i| along[i]).collect();
+    let gaps: Vec<f64> = sorted.windows(2).map(|w| w[1] - w[0]).collect();
+    let Some(median) = stats::median(&gaps) else {
+        // fewer than two slices: no gap gives the spacing
         return match single_spacing_mm.filter(|s| *s > 0.0 && s.is_finite()) {
             Some(spacing_mm) => Ok(Stack { order, spacing_mm }),
             None => Err(StackProblem::SingleSlice),
         };
-    }
-    let sorted: Vec<f64> = order.iter().map(|&i| along[i]).collect();
-    let gaps: Vec<f64> = sorted.windows(2).map(|w| w[1] - w[0]).collect();
+    };
     if let Some(k) = gaps.iter().position(|&g| g < DUPLICATE_MM) {
         return Err(StackProblem::Duplicate {
             position_mm: sorted[k],
@@ -144,7 +148,6 @@ pub(super) fn stack_slices(
             second: order[k + 1],
         });
     }
-    let median = median(&gaps);
     let missing: Vec<usize> = (0..gaps.len())
         .filter(|&k| gaps[k] > MISSING_FACTOR * median)
         .collect();
@@ -187,17 +190,6 @@ pub(super) fn stack_slices(
     Ok(Stack { order, spacing_mm })
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 /// Voxel `(i, j, k)` to LPS: columns row * PixelSpacing[1], column * PixelSpacing[0],
 /// normal * slice spacing; origin at the first slice's position.
 pub(super) fn affine_lps(
@@ -219,22 +211,6 @@ pub(super) fn affine_lps(
     }
     a[3][3] = 1.0;
     a
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
-}
-
-fn norm(a: [f64; 3]) -> f64 {
-    dot(a, a).sqrt()
 }
 
 #[cfg(test)]
