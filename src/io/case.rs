@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, Array4, Axis};
 
+use crate::io::dicom::problem::ChoiceProblem;
 use crate::io::dicom::{self, DicomSource, Series};
 use crate::io::nifti;
 use crate::io::InputError;
@@ -184,10 +185,11 @@ fn check_distinct_series(files: &[ChannelFile]) -> Result<(), InputError> {
             return Err(InputError::DicomSeriesChoice {
                 dir: s.dir.clone(),
                 channel: f.channel.clone(),
-                problem: format!(
-                    "series {} (\"{}\") was already chosen for channel {other}",
-                    s.uid, s.description
-                ),
+                problem: Box::new(ChoiceProblem::AlreadyChosen {
+                    uid: s.uid.clone(),
+                    description: s.description.clone(),
+                    other: other.to_string(),
+                }),
                 found: format!("{} files in {}", s.slice_count(), s.folder.display()),
             });
         }

@@ -13,7 +13,8 @@ use dicom::dictionary_std::tags;
 use rayon::prelude::*;
 
 use super::header::{clean, slice_header, text, SliceHeader};
-use super::open::{file_error, one_line, open, Extent};
+use super::open::{file_error, open, Extent};
+use super::problem::FileProblem;
 use crate::io::InputError;
 
 /// Folders deeper than this under the given one are not searched.
@@ -179,10 +180,7 @@ fn list_files(dir: &Path) -> Result<Vec<PathBuf>, InputError> {
             Err(e) if e.loop_ancestor().is_some() => {}
             Err(e) => {
                 let path = e.path().unwrap_or(dir).to_path_buf();
-                return Err(InputError::Format {
-                    path,
-                    reason: format!("cannot list: {}", one_line(&e.to_string())),
-                });
+                return Err(file_error(&path, FileProblem::List(e)));
             }
         }
     }
@@ -203,8 +201,7 @@ fn examine(path: &Path) -> Result<Found, InputError> {
     if !is_part10(path) {
         return Ok(Found::NotDicom);
     }
-    let obj = open(path, Extent::Header)
-        .map_err(|why| file_error(path, format!("cannot read the DICOM header: {why}")))?;
+    let obj = open(path, Extent::Header).map_err(|e| file_error(path, FileProblem::Header(e)))?;
     let sop_class = text(&obj, tags::SOP_CLASS_UID).unwrap_or_else(|| {
         obj.meta()
             .media_storage_sop_class_uid
@@ -223,7 +220,8 @@ fn examine(path: &Path) -> Result<Found, InputError> {
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
-    let header = slice_header(path, &obj, sop_class, transfer_syntax)?;
+    let header = slice_header(path, &obj, sop_class, transfer_syntax)
+        .map_err(|problem| file_error(path, problem))?;
     Ok(Found::Image(Box::new(header)))
 }
 

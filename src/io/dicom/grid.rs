@@ -23,15 +23,20 @@ const MISSING_FACTOR: f64 = 1.5;
 /// Each gap must be within this fraction of the median gap.
 const SPACING_TOLERANCE: f64 = 0.01;
 
+/// An ImageOrientationPatient that is not two orthogonal unit vectors (within 1e-3).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("ImageOrientationPatient {iop:?} is not two orthogonal unit vectors")]
+pub struct OrientationProblem {
+    pub iop: [f64; 6],
+}
+
 /// Unit row cosine, column cosine and slice normal (row x column) from ImageOrientationPatient.
-pub(super) fn plane_axes(iop: [f64; 6]) -> Result<[[f64; 3]; 3], String> {
+pub(super) fn plane_axes(iop: [f64; 6]) -> Result<[[f64; 3]; 3], OrientationProblem> {
     let row = [iop[0], iop[1], iop[2]];
     let col = [iop[3], iop[4], iop[5]];
     let (nr, nc) = (norm(row), norm(col));
     if (nr - 1.0).abs() > 1e-3 || (nc - 1.0).abs() > 1e-3 || dot(row, col).abs() > 1e-3 {
-        return Err(format!(
-            "ImageOrientationPatient {iop:?} is not two orthogonal unit vectors"
-        ));
+        return Err(OrientationProblem { iop });
     }
     let row = row.map(|v| v / nr);
     let col = col.map(|v| v / nc);
@@ -47,88 +52,54 @@ pub(super) struct Stack {
     pub(super) spacing_mm: f64,
 }
 
-/// Why slices do not form a regular stack. Positions are in mm along the normal.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum StackProblem {
+/// Why slices do not form a regular stack. Positions are in mm along the normal; slices are
+/// named by their file names.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StackProblem {
+    #[error("duplicate slice position: {first} and {second} both at {position_mm:.3} mm along the slice normal")]
     Duplicate {
         position_mm: f64,
-        first: usize,
-        second: usize,
+        first: String,
+        second: String,
     },
+    #[error("slice missing between {from_mm:.3} and {to_mm:.3} mm along the slice normal (spacing {spacing_mm:.3} mm){}", more_gaps(*more))]
     Missing {
         from_mm: f64,
         to_mm: f64,
         spacing_mm: f64,
+        /// Further gaps as large.
         more: usize,
     },
+    #[error("slice spacing is not uniform: gap of {gap_mm:.4} mm between {from_mm:.3} and {to_mm:.3} mm along the slice normal, median spacing {spacing_mm:.4} mm (tolerance {:.0}%)", SPACING_TOLERANCE * 100.0)]
     Uneven {
         from_mm: f64,
         to_mm: f64,
         gap_mm: f64,
         spacing_mm: f64,
     },
-    Sheared {
-        slice: usize,
-        offset_mm: f64,
-    },
+    #[error("slices are not stacked along the slice normal: {slice} is {offset_mm:.3} mm off it in-plane (gantry tilt or shear; resample the series first)")]
+    Sheared { slice: String, offset_mm: f64 },
+    #[error("a single slice without SpacingBetweenSlices or SliceThickness")]
     SingleSlice,
 }
 
-impl StackProblem {
-    /// One-line description; `names` are the slices' file names in input order.
-    pub(super) fn describe(&self, names: &[String]) -> String {
-        let name = |i: usize| names.get(i).cloned().unwrap_or_default();
-        match self {
-            StackProblem::Duplicate {
-                position_mm,
-                first,
-                second,
-            } => format!(
-                "duplicate slice position: {} and {} both at {position_mm:.3} mm along the slice normal",
-                name(*first),
-                name(*second)
-            ),
-            StackProblem::Missing {
-                from_mm,
-                to_mm,
-                spacing_mm,
-                more,
-            } => {
-                let others = if *more > 0 {
-                    format!(" and {more} more gaps")
-                } else {
-                    String::new()
-                };
-                format!(
-                    "slice missing between {from_mm:.3} and {to_mm:.3} mm along the slice normal (spacing {spacing_mm:.3} mm){others}"
-                )
-            }
-            StackProblem::Uneven {
-                from_mm,
-                to_mm,
-                gap_mm,
-                spacing_mm,
-            } => format!(
-                "slice spacing is not uniform: gap of {gap_mm:.4} mm between {from_mm:.3} and {to_mm:.3} mm along the slice normal, median spacing {spacing_mm:.4} mm (tolerance {:.0}%)",
-                SPACING_TOLERANCE * 100.0
-            ),
-            StackProblem::Sheared { slice, offset_mm } => format!(
-                "slices are not stacked along the slice normal: {} is {offset_mm:.3} mm off it in-plane (gantry tilt or shear; resample the series first)",
-                name(*slice)
-            ),
-            StackProblem::SingleSlice => {
-                "a single slice without SpacingBetweenSlices or SliceThickness".to_string()
-            }
-        }
+fn more_gaps(more: usize) -> String {
+    if more > 0 {
+        format!(" and {more} more gaps")
+    } else {
+        String::new()
     }
 }
 
-/// Sorts slices by position along `normal` and checks they form a regular stack.
+/// Sorts slices by position along `normal` and checks they form a regular stack; `names` (the
+/// slices' file names, in input order) only name slices in a `StackProblem`.
 pub(super) fn stack_slices(
     normal: [f64; 3],
     positions: &[[f64; 3]],
+    names: &[String],
     single_spacing_mm: Option<f64>,
 ) -> Result<Stack, StackProblem> {
+    let name = |i: usize| names.get(i).cloned().unwrap_or_default();
     let along: Vec<f64> = positions.iter().map(|&p| dot(p, normal)).collect();
     let mut order: Vec<usize> = (0..positions.len()).collect();
     order.sort_by(|&a, &b| along[a].total_cmp(&along[b]));
@@ -144,10 +115,30 @@ pub(super) fn stack_slices(
     if let Some(k) = gaps.iter().position(|&g| g < DUPLICATE_MM) {
         return Err(StackProblem::Duplicate {
             position_mm: sorted[k],
-            first: order[k],
-            second: order[k + 1],
+            first: name(order[k]),
+            second: name(order[k + 1]),
         });
     }
+    check_gaps(&sorted, &gaps, median)?;
+    let spacing_mm = (sorted[sorted.len() - 1] - sorted[0]) / (sorted.len() - 1) as f64;
+    let p0 = positions[order[0]];
+    for &i in &order {
+        let d = along[i] - sorted[0];
+        let expected = [0, 1, 2].map(|a| p0[a] + normal[a] * d);
+        let offset_mm = norm([0, 1, 2].map(|a| positions[i][a] - expected[a]));
+        if offset_mm > SPACING_TOLERANCE * spacing_mm + 1e-3 {
+            return Err(StackProblem::Sheared {
+                slice: name(i),
+                offset_mm,
+            });
+        }
+    }
+    Ok(Stack { order, spacing_mm })
+}
+
+/// No gap between sorted positions over `MISSING_FACTOR` times the median, and every gap within
+/// `SPACING_TOLERANCE` of it.
+fn check_gaps(sorted: &[f64], gaps: &[f64], median: f64) -> Result<(), StackProblem> {
     let missing: Vec<usize> = (0..gaps.len())
         .filter(|&k| gaps[k] > MISSING_FACTOR * median)
         .collect();
@@ -174,20 +165,7 @@ pub(super) fn stack_slices(
             spacing_mm: median,
         });
     }
-    let spacing_mm = (sorted[sorted.len() - 1] - sorted[0]) / (sorted.len() - 1) as f64;
-    let p0 = positions[order[0]];
-    for &i in &order {
-        let d = along[i] - sorted[0];
-        let expected = [0, 1, 2].map(|a| p0[a] + normal[a] * d);
-        let offset_mm = norm([0, 1, 2].map(|a| positions[i][a] - expected[a]));
-        if offset_mm > SPACING_TOLERANCE * spacing_mm + 1e-3 {
-            return Err(StackProblem::Sheared {
-                slice: i,
-                offset_mm,
-            });
-        }
-    }
-    Ok(Stack { order, spacing_mm })
+    Ok(())
 }
 
 /// Voxel `(i, j, k)` to LPS: columns row * PixelSpacing[1], column * PixelSpacing[0],
@@ -224,13 +202,18 @@ mod tests {
 
     const AXIAL: [f64; 6] = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
 
+    /// `f0.dcm`, `f1.dcm`, ...: the file names of `n` slices.
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("f{i}.dcm")).collect()
+    }
+
     #[test]
     fn sorts_by_position_along_the_normal() {
         // axial, z = 10, 12, ..., shuffled
         let [_, _, n] = plane_axes(AXIAL).unwrap();
         let z = [14.0, 10.0, 18.0, 12.0, 16.0];
         let positions: Vec<[f64; 3]> = z.iter().map(|&z| [-5.0, 3.0, z]).collect();
-        let stack = stack_slices(n, &positions, None).unwrap();
+        let stack = stack_slices(n, &positions, &names(positions.len()), None).unwrap();
         assert_eq!(stack.order, vec![1, 3, 0, 4, 2]);
         assert!(close(stack.spacing_mm, 2.0));
     }
@@ -241,7 +224,7 @@ mod tests {
         let [row, col, n] = plane_axes([1.0, 0.0, 0.0, 0.0, -1.0, 0.0]).unwrap();
         assert_eq!(n, [0.0, 0.0, -1.0]);
         let positions: Vec<[f64; 3]> = (0..4).map(|k| [0.0, 0.0, k as f64 * 1.5]).collect();
-        let stack = stack_slices(n, &positions, None).unwrap();
+        let stack = stack_slices(n, &positions, &names(positions.len()), None).unwrap();
         assert_eq!(stack.order, vec![3, 2, 1, 0]);
         let a = affine_lps(row, col, n, [0.5, 0.8], stack.spacing_mm, positions[3]);
         // k = 3 lands on the slice at z = 0
@@ -260,7 +243,7 @@ mod tests {
             .iter()
             .map(|&k| [0, 1, 2].map(|a| origin[a] + n[a] * 3.0 * k as f64))
             .collect();
-        let stack = stack_slices(n, &positions, None).unwrap();
+        let stack = stack_slices(n, &positions, &names(positions.len()), None).unwrap();
         assert_eq!(stack.order, vec![1, 2, 0, 3]);
         let a = affine_lps(row, col, n, [0.9, 1.1], stack.spacing_mm, positions[1]);
         let g = Geometry {
@@ -288,20 +271,20 @@ mod tests {
             [0.0, 0.0, 1.0],
             [0.0, 0.0, 2.0],
         ];
-        let e = stack_slices([0.0, 0.0, 1.0], &positions, None).unwrap_err();
+        let e =
+            stack_slices([0.0, 0.0, 1.0], &positions, &names(positions.len()), None).unwrap_err();
         assert!(
             matches!(
                 e,
                 StackProblem::Duplicate {
-                    first: 1,
-                    second: 2,
+                    ref first,
+                    ref second,
                     ..
-                }
+                } if first == "f1.dcm" && second == "f2.dcm"
             ),
             "{e:?}"
         );
-        let names: Vec<String> = (0..4).map(|i| format!("f{i}.dcm")).collect();
-        let msg = e.describe(&names);
+        let msg = e.to_string();
         assert!(
             msg.contains("f1.dcm and f2.dcm") && msg.contains("1.000 mm"),
             "{msg}"
@@ -312,7 +295,8 @@ mod tests {
     fn a_missing_slice_is_found() {
         let z = [12.0, 13.5, 10.5, 9.0, 16.5, 18.0];
         let positions: Vec<[f64; 3]> = z.iter().map(|&z| [0.0, 0.0, z]).collect();
-        let e = stack_slices([0.0, 0.0, 1.0], &positions, None).unwrap_err();
+        let e =
+            stack_slices([0.0, 0.0, 1.0], &positions, &names(positions.len()), None).unwrap_err();
         assert_eq!(
             e,
             StackProblem::Missing {
@@ -322,7 +306,7 @@ mod tests {
                 more: 0
             }
         );
-        let msg = e.describe(&[]);
+        let msg = e.to_string();
         assert!(
             msg.contains("between 13.500 and 16.500 mm") && msg.contains("spacing 1.500 mm"),
             "{msg}"
@@ -333,7 +317,8 @@ mod tests {
     fn uneven_spacing_reports_the_gap() {
         let z = [0.0, 1.0, 2.0, 3.05, 4.05];
         let positions: Vec<[f64; 3]> = z.iter().map(|&z| [0.0, 0.0, z]).collect();
-        let e = stack_slices([0.0, 0.0, 1.0], &positions, None).unwrap_err();
+        let e =
+            stack_slices([0.0, 0.0, 1.0], &positions, &names(positions.len()), None).unwrap_err();
         match e {
             StackProblem::Uneven {
                 gap_mm, spacing_mm, ..
@@ -345,26 +330,30 @@ mod tests {
         // within 1% passes
         let z = [0.0, 1.0, 2.0, 3.005, 4.0];
         let positions: Vec<[f64; 3]> = z.iter().map(|&z| [0.0, 0.0, z]).collect();
-        assert!(stack_slices([0.0, 0.0, 1.0], &positions, None).is_ok());
+        assert!(stack_slices([0.0, 0.0, 1.0], &positions, &names(positions.len()), None).is_ok());
     }
 
     #[test]
     fn sheared_stacks_are_refused() {
         // gantry tilt: each slice shifted 0.2 mm in y per mm in z
         let positions: Vec<[f64; 3]> = (0..5).map(|k| [0.0, 0.2 * k as f64, k as f64]).collect();
-        let e = stack_slices([0.0, 0.0, 1.0], &positions, None).unwrap_err();
-        assert!(matches!(e, StackProblem::Sheared { .. }), "{e:?}");
+        let e =
+            stack_slices([0.0, 0.0, 1.0], &positions, &names(positions.len()), None).unwrap_err();
+        assert!(
+            matches!(e, StackProblem::Sheared { ref slice, .. } if slice == "f1.dcm"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn a_single_slice_needs_a_thickness() {
         let p = [[1.0, 2.0, 3.0]];
         assert_eq!(
-            stack_slices([0.0, 0.0, 1.0], &p, None).unwrap_err(),
+            stack_slices([0.0, 0.0, 1.0], &p, &names(p.len()), None).unwrap_err(),
             StackProblem::SingleSlice
         );
         assert!(close(
-            stack_slices([0.0, 0.0, 1.0], &p, Some(2.5))
+            stack_slices([0.0, 0.0, 1.0], &p, &names(p.len()), Some(2.5))
                 .unwrap()
                 .spacing_mm,
             2.5

@@ -9,8 +9,7 @@ use dicom::core::Tag;
 use dicom::dictionary_std::tags;
 use dicom::object::InMemDicomObject;
 
-use super::open::file_error;
-use crate::io::InputError;
+use super::problem::{FileProblem, RescaleProblem};
 
 /// Patient, study, series and equipment attributes copied into `DicomSource::attributes`
 /// (when present in the first slice; present-but-empty ones are copied empty).
@@ -72,7 +71,7 @@ pub(super) struct SliceHeader {
     pub(super) position: Option<[f64; 3]>,
     pub(super) position_text: String,
     /// `(slope, intercept)`, or why they are unusable.
-    pub(super) rescale: Result<(f64, f64), String>,
+    pub(super) rescale: Result<(f64, f64), RescaleProblem>,
     pub(super) slice_thickness: Option<f64>,
     pub(super) spacing_between_slices: Option<f64>,
     pub(super) attributes: Vec<(String, String)>,
@@ -92,13 +91,12 @@ pub(super) fn slice_header(
     obj: &InMemDicomObject,
     sop_class_uid: String,
     transfer_syntax: String,
-) -> Result<SliceHeader, InputError> {
-    let required = |tag: Tag, name: &str| {
-        text(obj, tag)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| file_error(path, format!("no {name}")))
-    };
-    let series_uid = required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?;
+) -> Result<SliceHeader, FileProblem> {
+    let series_uid = text(obj, tags::SERIES_INSTANCE_UID)
+        .filter(|s| !s.is_empty())
+        .ok_or(FileProblem::Missing {
+            keyword: "SeriesInstanceUID",
+        })?;
     let uint = |tag: Tag| obj.get(tag).and_then(|e| e.to_int::<u32>().ok());
     let pixel_spacing = floats(obj, tags::PIXEL_SPACING).and_then(|v| <[f64; 2]>::try_from(v).ok());
     let orientation =
@@ -140,19 +138,19 @@ pub(super) fn slice_header(
     })
 }
 
-fn rescale(obj: &InMemDicomObject) -> Result<(f64, f64), String> {
-    let one = |tag: Tag, default: f64, name: &str| match obj.get(tag) {
+fn rescale(obj: &InMemDicomObject) -> Result<(f64, f64), RescaleProblem> {
+    let one = |tag: Tag, default: f64, keyword: &'static str| match obj.get(tag) {
         None => Ok(default),
         Some(e) => e
             .to_float64()
             .ok()
             .filter(|v| v.is_finite())
-            .ok_or_else(|| format!("{name} is not a finite number")),
+            .ok_or(RescaleProblem::NotFinite { keyword }),
     };
     let slope = one(tags::RESCALE_SLOPE, 1.0, "RescaleSlope")?;
     let intercept = one(tags::RESCALE_INTERCEPT, 0.0, "RescaleIntercept")?;
     if slope == 0.0 {
-        return Err("RescaleSlope is 0".to_string());
+        return Err(RescaleProblem::ZeroSlope);
     }
     Ok((slope, intercept))
 }

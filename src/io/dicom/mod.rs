@@ -9,9 +9,10 @@
 //! the values these steps need, `open` opens a file with dicom-rs after `lengths` has checked its
 //! element lengths, and `source` is what derived objects need of the series.
 //!
-//! Errors name the folder and series (UID and description) or the file. Patient name, ID,
-//! birth date and accession number are copied into `DicomSource::attributes` for derived objects
-//! but never appear in messages or logs.
+//! What can go wrong is typed in `problem` (a file, a series, a channel's choice); the
+//! `InputError` built from it names the folder and series (UID and description) or the file.
+//! Patient name, ID, birth date and accession number are copied into `DicomSource::attributes`
+//! for derived objects but never appear in messages or logs.
 
 mod discover;
 mod grid;
@@ -19,6 +20,7 @@ mod header;
 mod lengths;
 mod open;
 mod pixels;
+pub mod problem;
 mod rules;
 mod series;
 mod source;

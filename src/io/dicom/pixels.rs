@@ -19,7 +19,8 @@ use ndarray::Array3;
 use rayon::prelude::*;
 
 use super::header::SliceHeader;
-use super::open::{chain, file_error, guarded, open, Extent};
+use super::open::{file_error, guarded, open, Extent};
+use super::problem::{FileProblem, ReadError, SampleProblem, SeriesProblem};
 use super::series::Series;
 use crate::io::InputError;
 
@@ -41,7 +42,7 @@ pub fn read_volume(series: &Series, max_voxels: usize) -> Result<Array3<f32>, In
     let mut data = Array3::<f32>::zeros((nz, ny, nx));
     let out = data
         .as_slice_mut()
-        .ok_or_else(|| series.problem("internal: volume is not contiguous"))?;
+        .ok_or_else(|| series.problem(SeriesProblem::NotContiguous))?;
     out.par_chunks_exact_mut(nx * ny)
         .zip(series.slices.par_iter())
         .try_for_each(|(plane, slice)| read_slice(slice, plane))?;
@@ -58,14 +59,13 @@ pub fn read_volume(series: &Series, max_voxels: usize) -> Result<Array3<f32>, In
 /// Decodes one slice into `out` (rows x columns, row-major).
 fn read_slice(slice: &SliceHeader, out: &mut [f32]) -> Result<(), InputError> {
     let path = slice.path.as_path();
-    let obj =
-        open(path, Extent::Whole).map_err(|why| file_error(path, format!("cannot read: {why}")))?;
+    let obj = open(path, Extent::Whole).map_err(|e| file_error(path, FileProblem::Read(e)))?;
     if obj.get(tags::PIXEL_DATA).is_none() {
-        return Err(file_error(path, "no pixel data (7FE0,0010)"));
+        return Err(file_error(path, FileProblem::NoPixelData));
     }
     let decoded = guarded(|| obj.decode_pixel_data())
-        .and_then(|r| r.map_err(|e| chain(&e)))
-        .map_err(|why| file_error(path, format!("cannot decode the pixel data: {why}")))?;
+        .and_then(|r| r.map_err(ReadError::Decode))
+        .map_err(|e| file_error(path, FileProblem::Decode(e)))?;
     if decoded.rows() != slice.rows
         || decoded.columns() != slice.columns
         || decoded.number_of_frames() != 1
@@ -73,15 +73,14 @@ fn read_slice(slice: &SliceHeader, out: &mut [f32]) -> Result<(), InputError> {
     {
         return Err(file_error(
             path,
-            format!(
-                "decoded pixel data is {} frame(s) of {}x{}x{}, expected one {}x{} grayscale frame",
-                decoded.number_of_frames(),
-                decoded.rows(),
-                decoded.columns(),
-                decoded.samples_per_pixel(),
-                slice.rows,
-                slice.columns
-            ),
+            FileProblem::DecodedShape {
+                frames: decoded.number_of_frames(),
+                rows: decoded.rows(),
+                columns: decoded.columns(),
+                samples: decoded.samples_per_pixel(),
+                expected_rows: slice.rows,
+                expected_columns: slice.columns,
+            },
         ));
     }
     let layout = SampleLayout {
@@ -90,9 +89,12 @@ fn read_slice(slice: &SliceHeader, out: &mut [f32]) -> Result<(), InputError> {
         high_bit: decoded.high_bit(),
         signed: decoded.pixel_representation() == PixelRepresentation::Signed,
     };
-    let (slope, intercept) = slice.rescale.clone().map_err(|why| file_error(path, why))?;
+    let (slope, intercept) = slice
+        .rescale
+        .clone()
+        .map_err(|p| file_error(path, p.into()))?;
     samples_to_f32(decoded.data(), layout, slope, intercept, out)
-        .map_err(|why| file_error(path, why))
+        .map_err(|p| file_error(path, p.into()))
 }
 
 /// How samples are stored.
@@ -111,7 +113,7 @@ fn samples_to_f32(
     slope: f64,
     intercept: f64,
     out: &mut [f32],
-) -> Result<(), String> {
+) -> Result<(), SampleProblem> {
     let SampleLayout {
         bits_allocated,
         bits_stored,
@@ -122,23 +124,25 @@ fn samples_to_f32(
         8 => 1,
         16 => 2,
         32 => 4,
-        b => return Err(format!("BitsAllocated {b} is not supported (8, 16 or 32)")),
+        bits_allocated => return Err(SampleProblem::BitsAllocated { bits_allocated }),
     };
     if bits_stored == 0
         || bits_stored > bits_allocated
         || high_bit >= bits_allocated
         || high_bit + 1 < bits_stored
     {
-        return Err(format!(
-            "inconsistent BitsAllocated {bits_allocated}, BitsStored {bits_stored}, HighBit {high_bit}"
-        ));
+        return Err(SampleProblem::Bits {
+            bits_allocated,
+            bits_stored,
+            high_bit,
+        });
     }
     let needed = out.len() * width;
     if bytes.len() < needed {
-        return Err(format!(
-            "pixel data holds {} bytes, {needed} expected",
-            bytes.len()
-        ));
+        return Err(SampleProblem::Short {
+            found: bytes.len(),
+            expected: needed,
+        });
     }
     let shift = u32::from(high_bit + 1 - bits_stored);
     let stored = u32::from(bits_stored);

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 
 use super::discover::{Scan, SeriesFiles};
+use super::problem::ChoiceProblem;
 use crate::io::InputError;
 use crate::pipeline::SeriesRule;
 
@@ -60,13 +61,16 @@ fn describe_rule(rule: &SeriesRule) -> String {
 }
 
 /// Whether a series satisfies a rule.
-fn rule_matches(rule: &SeriesRule, s: &SeriesFiles) -> Result<bool, String> {
-    let test = |pattern: &Option<String>, value: &str| -> Result<Option<bool>, String> {
+fn rule_matches(rule: &SeriesRule, s: &SeriesFiles) -> Result<bool, ChoiceProblem> {
+    let test = |pattern: &Option<String>, value: &str| -> Result<Option<bool>, ChoiceProblem> {
         match pattern {
             None => Ok(None),
             Some(p) => Regex::new(p)
                 .map(|r| Some(r.is_match(value)))
-                .map_err(|_| format!("invalid regular expression /{p}/")),
+                .map_err(|source| ChoiceProblem::Pattern {
+                    pattern: p.clone(),
+                    source,
+                }),
         }
     };
     let include = [
@@ -89,17 +93,18 @@ pub fn choose<'a>(
     if sole_ok && scan.series.len() == 1 {
         return Ok(&scan.series[0]);
     }
-    let fail = |problem: String| InputError::DicomSeriesChoice {
+    let fail = |problem: ChoiceProblem| InputError::DicomSeriesChoice {
         dir: scan.dir.clone(),
         channel: channel.to_string(),
-        problem,
+        problem: Box::new(problem),
         found: scan.listing(),
     };
+    let channel = channel.to_string();
     let Some(rule) = rule else {
-        return Err(fail(format!(
-            "{} series and no rule to choose one (set dicom.series.{channel} in the pipeline config)",
-            scan.series.len()
-        )));
+        return Err(fail(ChoiceProblem::NoRule {
+            count: scan.series.len(),
+            channel,
+        }));
     };
     let mut matching = Vec::new();
     for s in &scan.series {
@@ -109,14 +114,15 @@ pub fn choose<'a>(
     }
     match matching.len() {
         1 => Ok(matching[0]),
-        0 => Err(fail(format!(
-            "no series matches {} (set dicom.series.{channel} in the pipeline config)",
-            describe_rule(rule)
-        ))),
-        n => Err(fail(format!(
-            "{n} series match {} (narrow dicom.series.{channel}, e.g. with series_number or series_instance_uid)",
-            describe_rule(rule)
-        ))),
+        0 => Err(fail(ChoiceProblem::NoMatch {
+            rule: describe_rule(rule),
+            channel,
+        })),
+        count => Err(fail(ChoiceProblem::SeveralMatch {
+            count,
+            rule: describe_rule(rule),
+            channel,
+        })),
     }
 }
 

@@ -12,6 +12,7 @@ use dicom::transfer_syntax::TransferSyntaxRegistry;
 use super::discover::SeriesFiles;
 use super::grid::{affine_lps, plane_axes, stack_slices};
 use super::header::{clean, SliceHeader};
+use super::problem::SeriesProblem;
 use super::source::DicomSource;
 use crate::io::InputError;
 use crate::volume::Geometry;
@@ -74,12 +75,13 @@ impl Series {
         }
     }
 
-    pub(super) fn problem(&self, problem: impl Into<String>) -> InputError {
+    /// The input error for `problem` with this series.
+    pub(super) fn problem(&self, problem: impl Into<SeriesProblem>) -> InputError {
         InputError::DicomSeries {
             dir: self.dir.clone(),
             uid: self.uid.clone(),
             description: self.description.clone(),
-            problem: problem.into(),
+            problem: Box::new(problem.into()),
         }
     }
 }
@@ -102,34 +104,31 @@ pub fn prepare(scan_dir: &Path, files: &SeriesFiles) -> Result<Series, InputErro
     check_kind(&series)?;
     check_transfer_syntaxes(&series)?;
     let Some(first) = series.slices.first() else {
-        return Err(series.problem("no image files"));
+        return Err(series.problem(SeriesProblem::NoImageFiles));
     };
-    let orientation = first.orientation.ok_or_else(|| {
-        series.problem(format!(
-            "{}: no valid ImageOrientationPatient",
-            first.name()
-        ))
-    })?;
+    let missing = |s: &SliceHeader, keyword| {
+        series.problem(SeriesProblem::Missing {
+            file: s.name(),
+            keyword,
+        })
+    };
+    let orientation = first
+        .orientation
+        .ok_or_else(|| missing(first, "ImageOrientationPatient"))?;
     let pixel_spacing = first
         .pixel_spacing
-        .ok_or_else(|| series.problem(format!("{}: no valid PixelSpacing", first.name())))?;
+        .ok_or_else(|| missing(first, "PixelSpacing"))?;
     check_uniform(&series, orientation, pixel_spacing)?;
     let [row, col, normal] = plane_axes(orientation).map_err(|p| series.problem(p))?;
     let positions: Vec<[f64; 3]> = series
         .slices
         .iter()
-        .map(|s| {
-            s.position.ok_or_else(|| {
-                series.problem(format!("{}: no valid ImagePositionPatient", s.name()))
-            })
-        })
+        .map(|s| s.position.ok_or_else(|| missing(s, "ImagePositionPatient")))
         .collect::<Result<_, _>>()?;
     let single = first.spacing_between_slices.or(first.slice_thickness);
     let shape_ij = [first.columns as usize, first.rows as usize];
-    let stack = stack_slices(normal, &positions, single).map_err(|p| {
-        let names: Vec<String> = series.slices.iter().map(SliceHeader::name).collect();
-        series.problem(p.describe(&names))
-    })?;
+    let names: Vec<String> = series.slices.iter().map(SliceHeader::name).collect();
+    let stack = stack_slices(normal, &positions, &names, single).map_err(|p| series.problem(p))?;
     series.slices = stack
         .order
         .iter()
@@ -146,21 +145,20 @@ pub fn prepare(scan_dir: &Path, files: &SeriesFiles) -> Result<Series, InputErro
 fn check_kind(series: &Series) -> Result<(), InputError> {
     for s in &series.slices {
         if ENHANCED_CLASSES.contains(&s.sop_class_uid.as_str()) || s.frames > 1 {
-            return Err(series.problem(format!(
-                "{}: enhanced (multi-frame) images are not supported; export the series as classic single-frame images",
-                s.name()
-            )));
+            return Err(series.problem(SeriesProblem::MultiFrame { file: s.name() }));
         }
         if s.samples_per_pixel != 1 || !s.photometric.starts_with("MONOCHROME") {
-            return Err(series.problem(format!(
-                "{}: photometric interpretation {} with {} samples per pixel is not supported (grayscale MONOCHROME1/MONOCHROME2 only)",
-                s.name(),
-                clean(&s.photometric),
-                s.samples_per_pixel
-            )));
+            return Err(series.problem(SeriesProblem::NotGrayscale {
+                file: s.name(),
+                photometric: clean(&s.photometric),
+                samples: s.samples_per_pixel,
+            }));
         }
-        if let Err(why) = &s.rescale {
-            return Err(series.problem(format!("{}: {why}", s.name())));
+        if let Err(problem) = &s.rescale {
+            return Err(series.problem(SeriesProblem::Rescale {
+                file: s.name(),
+                problem: problem.clone(),
+            }));
         }
     }
     Ok(())
@@ -195,50 +193,44 @@ fn check_uniform(
 ) -> Result<(), InputError> {
     let first = &series.slices[0];
     if first.rows == 0 || first.columns == 0 {
-        return Err(series.problem(format!("{}: image has no rows or columns", first.name())));
+        return Err(series.problem(SeriesProblem::NoPixels { file: first.name() }));
     }
     for s in &series.slices[1..] {
         if (s.rows, s.columns) != (first.rows, first.columns) {
-            return Err(series.problem(format!(
-                "mixed image sizes: {}x{} (rows x columns) in {} but {}x{} in {}",
-                first.rows,
-                first.columns,
-                first.name(),
-                s.rows,
-                s.columns,
-                s.name()
-            )));
+            return Err(series.problem(SeriesProblem::MixedSizes {
+                first: [first.rows, first.columns],
+                first_file: first.name(),
+                found: [s.rows, s.columns],
+                file: s.name(),
+            }));
         }
         let same_spacing = s.pixel_spacing.is_some_and(|p| {
             (0..2).all(|a| (p[a] - pixel_spacing[a]).abs() <= PIXEL_SPACING_TOLERANCE_MM)
         });
         if !same_spacing {
-            return Err(series.problem(format!(
-                "mixed PixelSpacing: {} in {} but {} in {}",
-                clean(&first.pixel_spacing_text),
-                first.name(),
-                clean(&s.pixel_spacing_text),
-                s.name()
-            )));
+            return Err(series.problem(SeriesProblem::MixedPixelSpacing {
+                first: clean(&first.pixel_spacing_text),
+                first_file: first.name(),
+                found: clean(&s.pixel_spacing_text),
+                file: s.name(),
+            }));
         }
         let same_orientation = s
             .orientation
             .is_some_and(|o| (0..6).all(|a| (o[a] - orientation[a]).abs() <= IOP_TOLERANCE));
         if !same_orientation {
-            return Err(series.problem(format!(
-                "mixed orientations: ImageOrientationPatient {} in {} but {} in {}",
-                clean(&first.orientation_text),
-                first.name(),
-                clean(&s.orientation_text),
-                s.name()
-            )));
+            return Err(series.problem(SeriesProblem::MixedOrientations {
+                first: clean(&first.orientation_text),
+                first_file: first.name(),
+                found: clean(&s.orientation_text),
+                file: s.name(),
+            }));
         }
     }
     if pixel_spacing.iter().any(|&p| p <= 0.0) {
-        return Err(series.problem(format!(
-            "PixelSpacing {} is not positive",
-            clean(&first.pixel_spacing_text)
-        )));
+        return Err(series.problem(SeriesProblem::PixelSpacing {
+            pixel_spacing: clean(&first.pixel_spacing_text),
+        }));
     }
     Ok(())
 }
