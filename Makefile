@@ -80,6 +80,7 @@ test-python: setup-test
 	$(VPY) -m pytest -q -rs tests/python
 
 lint:
+	python3 scripts/module_cycles.py
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
 

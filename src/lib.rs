@@ -32,6 +32,7 @@ pub mod summarize;
 pub mod text;
 pub mod uncertainty;
 pub mod validate;
+pub mod vec3;
 pub mod volume;
 pub mod window;
 pub mod yaml;

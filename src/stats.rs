@@ -1,6 +1,7 @@
 //! Case-level statistics of logit distributions, as the study compares them: mean, standard
 //! deviation, skewness and excess kurtosis (population moments, accumulated in f64), and
-//! histograms with explicit bin edges.
+//! histograms with explicit bin edges; and the median the DICOM slice-gap check and the cohort
+//! summary use.
 
 use serde::Serialize;
 
@@ -74,6 +75,19 @@ pub fn moments(values: &[f32]) -> Moments {
     }
 }
 
+/// Median (the mean of the middle two for an even count), `None` for no values. Values are
+/// ordered by `f64::total_cmp`.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some(0.5 * (v[n / 2 - 1] + v[n / 2])),
+    }
+}
+
 /// `bins` equal bins spanning `[lo, hi]`.
 pub fn edges(lo: f64, hi: f64, bins: usize) -> Vec<f64> {
     let hi = if hi > lo { hi } else { lo + 1.0 };
@@ -127,6 +141,13 @@ mod tests {
         assert!((m.skewness - 36.0 / 10f64.powf(1.5)).abs() < 1e-12);
         // m4 = (81+16+1+0+1296)/5 = 278.8
         assert!((m.excess_kurtosis - (278.8 / 100.0 - 3.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn median_of_even_and_odd_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[9.0, 1.0, 5.0]), Some(5.0));
+        assert_eq!(median(&[4.0, 1.0, 9.0, 2.0]), Some(3.0));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::io::InputError;
 use crate::output::OutputError;
+use crate::stats;
 
 pub const CSV_NAME: &str = "cohort-summary.csv";
 pub const YAML_NAME: &str = "cohort-summary.yaml";
@@ -265,20 +266,10 @@ fn confidence(blobs: &[BlobFigures]) -> Confidence {
     logits.sort_by(f64::total_cmp);
     Confidence {
         mean_logit_min: logits.first().copied(),
-        mean_logit_median: median(&logits),
+        mean_logit_median: stats::median(&logits),
         mean_logit_max: logits.last().copied(),
         positive_mean_logit: blobs.iter().filter(|b| b.mean_logit > 0.0).count(),
         pass_agreement_at_least_half: blobs.iter().filter(|b| b.pass_agreement >= 0.5).count(),
-    }
-}
-
-/// Median of sorted values (mean of the middle two for an even count).
-fn median(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
 }
 
@@ -528,12 +519,5 @@ mod tests {
             e.contains("report.json") && e.contains("not a stochseg report"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn median_of_even_and_odd() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[1.0, 5.0, 9.0]), Some(5.0));
-        assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), Some(3.0));
     }
 }

@@ -172,7 +172,14 @@ mod tests {
     /// Two models, three passes each: the parts against a direct two-level computation.
     #[test]
     fn the_variance_splits_into_between_and_within_models() {
-        let passes = [(0, 1.0f32), (0, 2.0), (0, 4.0), (1, -1.0), (1, 0.5), (1, 0.0)];
+        let passes = [
+            (0, 1.0f32),
+            (0, 2.0),
+            (0, 4.0),
+            (1, -1.0),
+            (1, 0.5),
+            (1, 0.0),
+        ];
         let mut aggregator = crate::aggregate::Aggregator::new(
             [1, 1, 1],
             crate::pipeline::Aggregation::MeanLogit,

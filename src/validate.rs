@@ -82,7 +82,10 @@ pub fn validate(
     let execution = ExecutionCheck {
         providers: p.execution.providers.clone(),
         allow_fallback: plan.allow_fallback,
-        gpu: matches!(plan.devices.first(), Some(Device::Cuda(_) | Device::TensorRt(_))),
+        gpu: matches!(
+            plan.devices.first(),
+            Some(Device::Cuda(_) | Device::TensorRt(_))
+        ),
     };
     let backend = infer::onnx_runtime(SessionOptions {
         library,

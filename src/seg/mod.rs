@@ -118,7 +118,8 @@ mod tests {
     use super::*;
     use crate::blobs::Blob;
     use crate::io::case::Case;
-    use crate::io::case::{DicomSource, Source};
+    use crate::io::case::Source;
+    use crate::io::dicom::DicomSource;
     use crate::volume::Geometry;
     use dicom::dictionary_std::tags;
     use dicom::object::open_file;

@@ -24,7 +24,8 @@ use std::path::Path;
 
 use ndarray::Axis;
 
-use crate::io::case::{Case, DicomSource, Source};
+use crate::io::case::{Case, Source};
+use crate::io::dicom::DicomSource;
 
 use super::mr::{self, SourceDicomInfo};
 use super::plane::Planes;
