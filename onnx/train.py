@@ -109,10 +109,14 @@ TASKS = {
                     models={
                         "p32": dict(patch=(16, 32, 32), steps=800, batch=16, lr=2e-3,
                                     warm="unet-p32"),
+                        # after its 400 steps p64 had not learned NETC (Dice 0 on the
+                        # fixture case): a second phase adds the per-class soft Dice
                         "p64": dict(patch=(16, 64, 64), steps=400, batch=8, lr=2e-3,
-                                    warm="unet-p64"),
+                                    warm="unet-p64",
+                                    finetune=dict(steps=150, lr=1e-3, seed=1335,
+                                                  loss="classes_dice")),
                         "p256": dict(patch=(16, 256, 256), steps=80, batch=1, lr=1e-3,
-                                     init="p64"),
+                                     init="p64", loss="classes_dice"),
                     }),
     "regions": dict(prefix="unetr", out=3, report="training-report-regions.json",
                     outputs={"sigmoid": SIGMOID_REGIONS}, classes="WT,TC,ET",
@@ -271,6 +275,14 @@ def loss_classes(logits, labels):
     return F.cross_entropy(logits, labels) + soft_dice(region_p, region_t)
 
 
+def loss_classes_dice(logits, labels):
+    """loss_classes + soft Dice of each tumour class (NETC, SNFH, ET): the small NETC gets a
+    term of its own."""
+    p = torch.softmax(logits, 1)
+    onehot = torch.stack([(labels == k).float() for k in (1, 2, 3)], 1)
+    return loss_classes(logits, labels) + soft_dice(p[:, 1:], onehot)
+
+
 def loss_regions(logits, target):
     """Binary cross-entropy per region + soft Dice per region."""
     return (F.binary_cross_entropy_with_logits(logits, target)
@@ -278,7 +290,7 @@ def loss_regions(logits, target):
 
 
 LOSSES = {"wt": loss_fn,
-          "classes": loss_classes, "regions": loss_regions}
+          "classes": loss_classes, "classes_dice": loss_classes_dice, "regions": loss_regions}
 
 
 def warm_start(model, path, out):
@@ -502,6 +514,28 @@ def evaluate_regions(name, path, cases, task):
     return rows
 
 
+def train_loop(model, sampler, cfg, loss_fn, name):
+    """Adam with a one-cycle schedule (10% warm-up) for cfg["steps"]; returns the losses."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"],
+                                                pct_start=0.1)
+    t1 = time.time()
+    losses = []
+    model.train()
+    for step in range(cfg["steps"]):
+        x, y = sampler.sample(cfg["batch"])
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            print(f"{name} step {step} loss {np.mean(losses[-50:]):.4f} "
+                  f"({time.time() - t1:.0f} s)", flush=True)
+    return losses
+
+
 def save_report(path, report, keys, merge):
     """Write the report; with merge, into the file as it is now, replacing only the entries of
     `keys` (the classes and regions tasks share one report and may run at the same time)."""
@@ -523,6 +557,9 @@ def main():
                          "regions: sigmoid region model unetr-p64")
     ap.add_argument("--only", choices=sorted(MODELS), action="append")
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--resume-finetune", action="store_true",
+                    help="models with a finetune phase run only that phase, from their "
+                         "exported weights; the others train as usual")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true",
                     help="quick plumbing test: 3 small phantoms, 5 steps (writes the .onnx files!)")
@@ -567,35 +604,45 @@ def main():
                 load_from_onnx(model, os.path.join(HERE, f"{task['prefix']}-{cfg['init']}.onnx"))
             if cfg.get("warm"):
                 warm_start(model, os.path.join(HERE, f"{cfg['warm']}.onnx"), task["out"])
-            opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["steps"],
-                                                        pct_start=0.1)
             t1 = time.time()
-            losses = []
-            model.train()
-            for step in range(cfg["steps"]):
-                x, y = sampler.sample(cfg["batch"])
-                loss = LOSSES[a.task](model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                if step % 50 == 0 or step == cfg["steps"] - 1:
-                    print(f"{name} step {step} loss {np.mean(losses[-50:]):.4f} "
-                          f"({time.time() - t1:.0f} s)", flush=True)
             path = os.path.join(HERE, f"{task['prefix']}-{name}.onnx")
+            ft = cfg.get("finetune")
+            resume = a.resume_finetune and ft
+            if resume:
+                load_from_onnx(model, path)
+            else:
+                losses = train_loop(model, sampler, cfg, LOSSES[cfg.get("loss", a.task)], name)
+            seconds = time.time() - t1
+            if ft:
+                t2 = time.time()
+                # a second phase, reseeded: the same whether it follows the first phase in
+                # this process or starts from its exported weights (--resume-finetune)
+                torch.manual_seed(ft["seed"])
+                sampler = PatchSampler(train_cases, cfg["patch"],
+                                       np.random.default_rng(ft["seed"]), a.task)
+                ft_losses = train_loop(model, sampler, {**cfg, **ft}, LOSSES[ft["loss"]],
+                                       f"{name} finetune")
             export(model, name, cfg["patch"], path, a.task)
             init = cfg.get("init") or (f"warm start from {cfg['warm']}" if cfg.get("warm")
                                        else "random")
-            report["models"][key(name)] = {
-                "patch_dhw": list(cfg["patch"]), "steps": cfg["steps"], "batch": cfg["batch"],
-                "lr_max": cfg["lr"], "train_seed": seed, "init": init,
-                "parameters": int(sum(p.numel() for p in model.parameters())),
-                "train_seconds": round(time.time() - t1, 1),
-                "loss_first50": round(float(np.mean(losses[:50])), 4),
-                "loss_last50": round(float(np.mean(losses[-50:])), 4),
-            }
+            if resume:
+                entry = report["models"][key(name)]
+            else:
+                entry = report["models"][key(name)] = {
+                    "patch_dhw": list(cfg["patch"]), "steps": cfg["steps"], "batch": cfg["batch"],
+                    "lr_max": cfg["lr"], "train_seed": seed, "init": init,
+                    "parameters": int(sum(p.numel() for p in model.parameters())),
+                    "train_seconds": round(seconds, 1),
+                    "loss_first50": round(float(np.mean(losses[:50])), 4),
+                    "loss_last50": round(float(np.mean(losses[-50:])), 4),
+                }
+                if a.task != "wt":
+                    entry["loss"] = cfg.get("loss", a.task)
+            if ft:
+                entry["finetune"] = {
+                    **ft, "train_seconds": round(time.time() - t2, 1),
+                    "loss_first50": round(float(np.mean(ft_losses[:50])), 4),
+                    "loss_last50": round(float(np.mean(ft_losses[-50:])), 4)}
             print(f"{name}: trained in {time.time() - t1:.0f} s", flush=True)
             save_report(report_path, report, [key(n) for n in names], a.task != "wt")
         del train_cases
