@@ -13,12 +13,14 @@ onnx/training-report.json (losses, timings, held-out Dice and lesion counts).
 --task classes writes onnx/unet4-p32.onnx, unet4-p64.onnx, unet4-p256.onnx: the same network
 with a four-channel head, class logits for the BraTS labels 0 background, 1 NETC, 2 SNFH,
 3 ET (softmax over channels, not inside the graph), trained with cross-entropy + soft Dice of
-the nested regions WT, TC, ET.  --task regions writes onnx/unetr-p64.onnx: three sigmoid
+the nested regions WT, TC, ET (+ soft Dice per class in p64's second phase and p256; with
+--resume-finetune a model with a second phase runs only that phase, from its exported
+weights).  --task regions writes onnx/unetr-p64.onnx: three sigmoid
 logits, one per nested region WT (1|2|3), TC (1|3), ET (3), trained with binary cross-entropy
 + soft Dice per region (region-based training as nnU-Net does for BraTS).  Both declare their
 outputs in the ONNX metadata key `outputs` and report to onnx/training-report-regions.json
 (per-region Dice on the same held-out cases).  To fit the CPU budget they start from the
-trained whole-tumour models (see WARM below), so they need onnx/unet-p32.onnx and
+trained whole-tumour models (warm_start), so they need onnx/unet-p32.onnx and
 onnx/unet-p64.onnx.
 
 Training data: phantoms from scripts/phantom.py generated in memory with seeds
@@ -94,7 +96,7 @@ MODELS = {
 }
 
 # Sub-region models.  `warm`: the body (every layer but the head) starts from that trained
-# whole-tumour model and the head from its whole-tumour head (warm_head below), so that the
+# whole-tumour model and the head from its whole-tumour head (warm_start below), so that the
 # short schedules a shared 2-core machine allows go into the sub-regions.  `init` as above:
 # all weights from the same task's model of that name (p256 fine-tuned from p64).
 SOFTMAX_CLASSES = [{"name": "background", "label": 0}, {"name": "NETC", "label": 1},
