@@ -16,7 +16,7 @@ DEMO_OUT ?= out/demo
 ort_lib = $(shell ls -1 $(CURDIR)/$(1)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | sort -V | tail -n1)
 export ORT_DYLIB_PATH = $(call ort_lib,$(VENV))
 
-.PHONY: setup setup-test setup-gpu setup-viewer build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
+.PHONY: setup setup-test setup-gpu setup-viewer build demo demo-regions test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
 
 # what the demo needs: ONNX Runtime, the library the binary loads
 setup: $(VENV)/.installed
@@ -66,6 +66,12 @@ build:
 demo: setup build
 	$(BIN) run --pipeline pipelines/brats-goat-stochastic.yaml --case $(DEMO_CASE) --out $(DEMO_OUT) --overwrite
 	@echo "demo report: $(DEMO_OUT)/report.yaml"
+
+# the sub-regions: three four-class demo U-Nets, per-region maps and blobs, the BraTS label map
+DEMO_REGIONS_OUT ?= out/demo-regions
+demo-regions: setup build
+	$(BIN) run --pipeline pipelines/brats-goat-regions.yaml --case $(DEMO_CASE) --out $(DEMO_REGIONS_OUT) --overwrite
+	@echo "demo report: $(DEMO_REGIONS_OUT)/report.yaml"
 
 # a cohort, one make job per case: make batch CASES=DIR OUT=DIR [-j N] (see pipelines/batch.mk)
 batch: setup build

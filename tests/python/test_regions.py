@@ -24,7 +24,7 @@ import pydicom
 
 from checks import check_partition
 from conftest import (
-    CASE_DIR, bounding_box, brain_mask, case_args, error_line, load_channels, load_nifti,
+    CASE_DIR, ROOT, bounding_box, brain_mask, case_args, error_line, load_channels, load_nifti,
     model_path, run_ok, stochseg, write_config, zscore,
 )
 from test_seg import dciodvfy
@@ -310,3 +310,82 @@ def test_output_channel_reads_one_channel_of_an_undeclared_model(work):
     assert np.abs(run.map("mean_logits")[crop] - want[crop]).max() <= TOL
     assert "regions" not in run.report and not run.path("labels-brats").exists()
     assert run.report["region"] == {"name": "WT", "labels": None, "models": ["pick"]}
+
+
+# --------------------------------------------------------------------------------------------
+# trained models against the independent reference (tests/python/reference.py)
+# --------------------------------------------------------------------------------------------
+REF_ATOL = 1e-4  # as the golden whole-tumour outputs: float32 stitching in two orders
+REF_RTOL = 1e-5
+
+
+def reference_regions(model: str, classes: list | None, regions: dict) -> dict:
+    """Region logits of one deterministic pass over the whole grid (no crop) by the reference:
+    the same windows, every output channel stitched, then the region log-odds (softmax) or the
+    channel (sigmoid); (i, j, k) order."""
+    from reference import region_log_odds, session, sliding_window
+
+    x = zscore(load_channels()).astype(np.float32).transpose(0, 3, 2, 1)  # [c, z, y, x]
+    stitched = sliding_window(session(model), x, all_channels=True)
+    out = {}
+    for r, (name, labels) in enumerate(regions.items()):
+        if classes is None:
+            zyx = stitched[r]
+        else:
+            zyx = region_log_odds(stitched, [c["label"] for c in classes], labels)
+        out[name] = np.asarray(zyx, np.float32).transpose(2, 1, 0)
+    return out
+
+
+@pytest.mark.parametrize("model, classes", [
+    ("unet4-p32.onnx", BRATS), ("unetr-p64.onnx", None)])
+def test_trained_models_match_the_reference(work, model, classes):
+    """The shipped four-class and region demo models, one noise-free pass over the whole grid:
+    every region's map equals the reference's within 1e-4 + 1e-5 |value| (the golden
+    tolerance), and the blobs of each region are the reference map's components."""
+    path = ROOT / "onnx" / model
+    cfg = write_config(work / f"ref-{model}.yaml", [path], {
+        "ensemble": {"mode": "deterministic"}, "preprocess": {"crop_to_nonzero": False}})
+    run = run_ok(work / f"ref-{model}-out", "--pipeline", cfg, *case_args())
+    want = reference_regions(str(path), classes, REGIONS)
+    for name in REGIONS:
+        suffix = "" if name == "WT" else f"-{name}"
+        got = run.map(f"mean_logits{suffix}")
+        diff = np.abs(got - want[name])
+        allowed = REF_ATOL + REF_RTOL * np.abs(want[name])
+        assert (diff <= allowed).all(), f"{model} {name}: worst {diff.max():.3g}"
+        labels = np.asarray(load_nifti(run.path(f"labels{suffix}")).dataobj)
+        # components of the reference map, except voxels within the tolerance of 0
+        sure = np.abs(want[name]) > REF_ATOL * 10
+        assert np.array_equal((labels > 0)[sure], (want[name] > 0)[sure]), name
+        assert check_partition(labels, got, 0.0, 26, 1) == len(
+            run.report["regions"][name]["blobs"])
+
+
+def test_a_foreign_four_class_model_declared_in_the_config(work):
+    """foreign4.onnx (other tensor names, batch fixed to 2, no metadata) with its label set
+    declared only in tests/fixtures/models/foreign4.yaml: per-region maps, blobs, the BraTS
+    label map and a valid multi-segment SEG."""
+    cfg = CASE_DIR.parent / "models" / "foreign4.yaml"
+    run = run_ok(work / "foreign-out", "--pipeline", cfg, *case_args(),
+                 "--write-source-dicom")
+    r = run.report
+    assert r["models"][0]["outputs"] == softmax_decl()
+    assert r["models"][0]["batch_size"] == 2
+    assert sorted(r["regions"]) == ["ET", "TC", "WT"]
+    assert all(r["regions"][n]["blobs"] for n in REGIONS), "every region finds the tumours"
+    brats = np.asarray(load_nifti(run.path("labels-brats")).dataobj)
+    assert set(np.unique(brats)) == {0, 1, 2, 3}
+    dciodvfy(run.out / "seg.dcm")
+    seg = hd.seg.segread(run.out / "seg.dcm")
+    assert [s.SegmentLabel for s in seg.SegmentSequence][:3] == ["NETC", "SNFH", "ET"]
+
+
+def test_the_shipped_undeclared_model_is_refused(work):
+    model = CASE_DIR.parent / "models" / "undeclared4.onnx"
+    out = work / "undeclared-out"
+    proc = stochseg("run", "--model", model, *case_args(), "--out", out, "--passes", "1")
+    assert proc.returncode == 4
+    line = error_line(proc)
+    assert str(model) in line and "4 channels" in line and "`outputs`" in line, line
+    assert not out.exists()
