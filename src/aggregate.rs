@@ -234,12 +234,28 @@ impl PassSink for Aggregator {
     }
 }
 
+/// One pass's logits of one region, as handed to a `PassWriter`.
+pub struct PassMap<'v> {
+    pub region: usize,
+    pub model: usize,
+    /// The pass's number among the model's passes, from 0.
+    pub pass: usize,
+    pub logits: ArrayView3<'v, f32>,
+}
+
+/// Writes each pass's region logits somewhere (`outputs.pass_maps`).
+pub type PassWriter<'a> = Box<dyn FnMut(PassMap) -> std::io::Result<()> + Send + 'a>;
+
 /// One aggregator per region, each fed by the models that provide the region.
-pub struct RegionAggregator {
+pub struct RegionAggregator<'a> {
     heads: Vec<Head>,
     regions: Vec<Aggregator>,
     /// Sums of the softmax class probabilities and their count (argmax label rule only).
     classes: Option<(Array4<f32>, usize)>,
+    /// Where the pass maps go, passes seen per model, and the first failure to write one.
+    writer: Option<PassWriter<'a>>,
+    passes_of_model: Vec<usize>,
+    write_error: Option<std::io::Error>,
 }
 
 /// The aggregated maps of every region, and the averaged class probabilities `[k, z, y, x]`
@@ -250,15 +266,16 @@ pub struct RegionAggregates {
     pub class_means: Option<Array4<f32>>,
 }
 
-impl RegionAggregator {
+impl<'a> RegionAggregator<'a> {
     /// Aggregators for the regions of `plan` on a grid of `shape`, with one pass store per
-    /// region (see `PassStore`).
+    /// region (see `PassStore`), and each pass's region logits handed to `writer` when given.
     pub fn new(
         plan: &RegionPlan,
         shape: [usize; 3],
         aggregation: Aggregation,
         stores: Vec<PassStore>,
-    ) -> RegionAggregator {
+        writer: Option<PassWriter<'a>>,
+    ) -> RegionAggregator<'a> {
         let classes = match &plan.label_map {
             Some((LabelRule::Argmax { labels }, _)) => {
                 let [z, y, x] = shape;
@@ -273,11 +290,17 @@ impl RegionAggregator {
                 .map(|store| Aggregator::new(shape, aggregation, store))
                 .collect(),
             classes,
+            writer,
+            passes_of_model: vec![0; plan.heads.len()],
+            write_error: None,
         }
     }
 
-    /// The aggregated maps; fails only when writing a spill file failed.
+    /// The aggregated maps; fails only when writing a spill file or a pass map failed.
     pub fn finish(self) -> std::io::Result<RegionAggregates> {
+        if let Some(e) = self.write_error {
+            return Err(e);
+        }
         let regions = self
             .regions
             .into_iter()
@@ -295,14 +318,25 @@ impl RegionAggregator {
     }
 }
 
-impl PassSink for RegionAggregator {
+impl PassSink for RegionAggregator<'_> {
     fn add(&mut self, model: usize, channels: Array4<f32>) {
         if let Some((sums, n)) = self.classes.as_mut() {
             regions::add_softmax(channels.view(), sums);
             *n += 1;
         }
-        for (r, logits) in self.heads[model].region_logits(channels) {
-            self.regions[r].add(model, logits.view());
+        let pass = self.passes_of_model[model];
+        self.passes_of_model[model] += 1;
+        for (region, logits) in self.heads[model].region_logits(channels) {
+            self.regions[region].add(model, logits.view());
+            if let (Some(write), None) = (self.writer.as_mut(), &self.write_error) {
+                let map = PassMap {
+                    region,
+                    model,
+                    pass,
+                    logits: logits.view(),
+                };
+                self.write_error = write(map).err();
+            }
         }
     }
 }

@@ -200,6 +200,12 @@ pub struct Blob {
     pub mean_probability: f64,
     pub max_logit: f64,
     pub mean_spread: f64,
+    /// Means over the blob of the uncertainty maps (`uncertainty`): entropy and mutual
+    /// information in bits, and the between- and within-model logit variance.
+    pub mean_entropy: f64,
+    pub mean_mutual_information: f64,
+    pub mean_logit_variance_between: f64,
+    pub mean_logit_variance_within: f64,
     /// Mean logit over the blob of each feeding model's passes, in model order.
     pub model_mean_logits: Vec<f64>,
     /// Mean logit over the blob of each pass, in pass order.
@@ -215,6 +221,10 @@ struct Sums {
     logit: f64,
     probability: f64,
     spread: f64,
+    entropy: f64,
+    mutual_information: f64,
+    variance_between: f64,
+    variance_within: f64,
     max_logit: f64,
     position: [f64; 3],
     min_zyx: [usize; 3],
@@ -288,6 +298,11 @@ fn accumulate(labels: &Array3<u32>, n: usize, aggregate: &Aggregate, frame: &Fra
         s.logit += logit;
         s.probability += f64::from(aggregate.probability[[z, y, x]]);
         s.spread += f64::from(aggregate.std_logit[[z, y, x]]);
+        let u = &aggregate.uncertainty;
+        s.entropy += f64::from(u.entropy[[z, y, x]]);
+        s.mutual_information += f64::from(u.mutual_information[[z, y, x]]);
+        s.variance_between += f64::from(u.variance_between[[z, y, x]]);
+        s.variance_within += f64::from(u.variance_within[[z, y, x]]);
         s.max_logit = s.max_logit.max(logit);
         for (a, v) in [z, y, x].into_iter().enumerate() {
             s.position[a] += v as f64;
@@ -367,6 +382,10 @@ fn describe(
         mean_probability: s.probability / n,
         max_logit: s.max_logit,
         mean_spread: s.spread / n,
+        mean_entropy: s.entropy / n,
+        mean_mutual_information: s.mutual_information / n,
+        mean_logit_variance_between: s.variance_between / n,
+        mean_logit_variance_within: s.variance_within / n,
         model_mean_logits,
         pass_agreement: agreeing as f64 / pass_mean_logits.len().max(1) as f64,
         pass_mean_logits,

@@ -20,13 +20,15 @@
 //! another) + the largest of three phases of data:
 //! - load: `8K N` (each channel as f32, then the stacked case);
 //! - ensemble: the case `4K N`, the normalized crop and mask `(4K + 1) C`, the noisy copy
-//!   `4K C`, Welford mean and M2 `8 R C` (+ `4 R C` for `mean_probability`), the class means
+//!   `4K C`, Welford mean and M2 `8 R C`, the uncertainty sums `20 R C` (mean probability and
+//!   entropy, the current model's mean and M2, the within-model sum), the class means
 //!   `4 L C`, the f16 pass maps `2 T C`, the previous pass's channels `4 O C` (aggregated while
 //!   the next pass runs), and for the largest model the stitching sums and weights
 //!   `4 (O + 1) C`, the importance map `4 V` and two batches in flight, in and out,
 //!   `2 x 4 (K + O) b V`;
 //! - finish: the case `4K N`, the normalized crop `(4K + 1) C`, the pass maps `2 T C`, each
-//!   region's aggregated maps and labels `20 R C`, the mask `C` (and the label map `C`), and
+//!   region's aggregated maps and labels `20 R C` and uncertainty maps `24 R C`, the mask `C`
+//!   (and the label map `C`), and
 //!   the largest of: a map on the input grid while it is written `12 N`, the SEG's labels (and
 //!   probability) on the input grid `4 N` (`8 N`), the statistics' value lists `8 C`; plus
 //!   `2 N` with `--write-source-dicom`.
@@ -44,7 +46,7 @@ use serde::Serialize;
 use crate::infer::{capped_batch, Model};
 use crate::io::case::{self, CaseSpec, ChannelFile};
 use crate::io::InputError;
-use crate::pipeline::{Aggregation, MapKind, Pipeline, LABEL_MAP_FILE};
+use crate::pipeline::{MapKind, Pipeline, LABEL_MAP_FILE};
 use crate::regions::{LabelRule, RegionPlan};
 use crate::volume::{AxisMap, Geometry};
 
@@ -282,11 +284,7 @@ fn memory_parts(p: &Pipeline, models: &[ModelPlan], z: &Sizes) -> BTreeMap<Strin
     let arena = z.models.iter().map(|&(v, b, _)| b * v).max().unwrap_or(0) * ACTIVATION_BYTES;
     let sessions = files + arena;
     let load = 8 * k * n;
-    let prob_mean = if p.ensemble.aggregation == Aggregation::MeanProbability {
-        4 * r * c
-    } else {
-        0
-    };
+
     let window = z
         .models
         .iter()
@@ -298,8 +296,8 @@ fn memory_parts(p: &Pipeline, models: &[ModelPlan], z: &Sizes) -> BTreeMap<Strin
         + (4 * k + 1) * c
         + 4 * k * c
         + 8 * r * c
+        + 20 * r * c
         + 4 * z.outputs * c
-        + prob_mean
         + 4 * z.class_maps * c
         + 2 * t * c
         + window;
@@ -318,7 +316,7 @@ fn memory_parts(p: &Pipeline, models: &[ModelPlan], z: &Sizes) -> BTreeMap<Strin
     let finish = 4 * k * n
         + (4 * k + 1) * c
         + 2 * t * c
-        + (20 * r + 1 + z.label_map) * c
+        + (44 * r + 1 + z.label_map) * c
         + writing
         + source_dicom;
     let (phase, bytes) = [
@@ -340,17 +338,12 @@ fn output_parts(p: &Pipeline, regions: &RegionLoad, z: &Sizes) -> BTreeMap<Strin
     let (n, c, k) = (z.n, z.c, z.k);
     let mut parts = BTreeMap::new();
     for (r, region) in regions.names.iter().enumerate() {
-        let suffix = if r == 0 {
-            String::new()
-        } else {
-            format!("-{region}")
-        };
         for kind in &p.outputs.maps {
             let bytes = match kind {
-                MapKind::Labels => n / 16,
+                MapKind::Labels | MapKind::Uncertainty => n / 16,
                 _ => 4 * c + n / 64,
             };
-            parts.insert(kind.file_name_for(&suffix), bytes + 352);
+            parts.insert(kind.file_name_for(region, r == 0), bytes + 352);
         }
     }
     if regions.label_map {
@@ -433,13 +426,15 @@ mod tests {
             &grid([240, 240, 155]),
         );
         let n: u64 = 240 * 240 * 155;
-        // ensemble phase: 16N + 17N + 16N + 8N + 4N (previous pass) + 20N (passes) + window
+        // ensemble phase: 16N + 17N + 16N + 8N + 20N (uncertainty sums) + 4N (previous pass)
+        // + 20N (passes) + window
         // (8N + importance + two batches of 4 patches in flight)
         let v = 16 * 32 * 32;
         let window = 8 * n + 4 * v + 2 * 4 * 5 * 4 * v;
-        let ensemble = (16 + 17 + 16 + 8 + 4 + 20) * n + window;
-        // finish: case, crop, pass maps, aggregate + labels + mask, a map being written
-        let finish = (16 + 17 + 20 + 21 + 12) * n;
+        let ensemble = (16 + 17 + 16 + 8 + 20 + 4 + 20) * n + window;
+        // finish: case, crop, pass maps, aggregate + labels + uncertainty + mask, a map being
+        // written
+        let finish = (16 + 17 + 20 + 45 + 12) * n;
         let data = ensemble.max(finish);
         let phase = if ensemble > finish {
             "data_ensemble"

@@ -13,7 +13,7 @@ use crate::aggregate::Aggregate;
 use crate::blobs::Blob;
 use crate::compare::Comparison;
 use crate::regions::{LabelRule, Region};
-use crate::stats::{DistributionInfo, Statistics};
+use crate::stats::{DistributionInfo, Statistics, UncertaintyStatistics};
 
 /// One region's results.
 #[derive(Debug)]
@@ -28,6 +28,9 @@ pub struct RegionResult {
     pub statistics: Statistics,
     /// The histogram edges of `statistics` (the comparison bins on the same edges).
     pub edges: Vec<f64>,
+    /// The uncertainty maps over the brain, and the edges of its logit variances.
+    pub uncertainty: UncertaintyStatistics,
+    pub variance_edges: [Vec<f64>; 2],
     /// Per feeding model, the mean of its passes over the brain (with figures or the
     /// comparison).
     pub model_statistics: Option<BTreeMap<String, DistributionInfo>>,
@@ -59,15 +62,5 @@ impl Results {
     /// Whether the run reports more than one region.
     pub fn multi_region(&self) -> bool {
         self.regions.len() > 1
-    }
-
-    /// The name suffix of region `r`'s files: none for the primary region, `-<name>` for the
-    /// others (`mean_logits-TC.nii.gz`).
-    pub fn file_suffix(&self, r: usize) -> String {
-        if r == 0 {
-            String::new()
-        } else {
-            format!("-{}", self.regions[r].region.name)
-        }
     }
 }

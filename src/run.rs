@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use ndarray::{Array3, ArrayView3, Zip};
 
-use crate::aggregate::{PassStore, RegionAggregates, RegionAggregator};
+use crate::aggregate::{PassStore, PassWriter, RegionAggregates, RegionAggregator};
 use crate::blobs::Blob;
 use crate::blobs::{self, BlobOptions, Frame};
 use crate::compare::{self, CompareInputs};
@@ -110,7 +110,18 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         staging: &staging,
         spill_name: ".passes",
     };
-    let (aggregates, cost) = ensemble_run.run(&mut models, p, count, &mut *clock.on_event)?;
+    let names: Vec<String> = models.iter().map(|m| m.name().to_string()).collect();
+    let writer = p
+        .outputs
+        .pass_maps
+        .then(|| {
+            let regions = plan.regions.iter().map(|r| r.name.clone()).collect();
+            let outside = p.inference.outside_logit;
+            output::pass_writer(&staging, &case, &prepared, regions, names.clone(), outside)
+        })
+        .transpose()?;
+    let (aggregates, cost) =
+        ensemble_run.run(&mut models, p, count, &mut *clock.on_event, writer)?;
     cost.record(&mut clock.timings);
     clock.record("ensemble", t);
 
@@ -119,7 +130,6 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         axis_map: prepared.axis_map,
         input: &case.geometry,
     };
-    let names: Vec<String> = models.iter().map(|m| m.name().to_string()).collect();
     let (found, label_map) = clock
         .stage("blobs", || find_blobs(&aggregates, &plan, p, &frame))
         .map_err(|e| output::spill_error(&staging, e))?;
@@ -140,7 +150,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
             ..p.clone()
         };
         let count = count.comparison(models.len());
-        let (det, _) = det_run.run(&mut models, &det_p, count, &mut *clock.on_event)?;
+        let (det, _) = det_run.run(&mut models, &det_p, count, &mut *clock.on_event, None)?;
         compare_deterministic(&mut results, det, p, &names, &frame, &prepared)
             .map_err(|e| output::spill_error(&staging, e))?;
         clock.record("deterministic_comparison", t);
@@ -156,9 +166,12 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     } else {
         Vec::new()
     };
-    let maps = clock.stage("write_maps", || {
+    let mut maps = clock.stage("write_maps", || {
         output::write_maps(&staging, &case, &prepared, &results, p)
     })?;
+    if p.outputs.pass_maps {
+        maps.push(format!("{}/", crate::pipeline::PASS_MAPS_DIR));
+    }
     let seg = clock.stage("write_dicom", || {
         let selection = seg::select(&results, &prepared, p, &names);
         output::write_dicom(&staging, &case, &selection, p)
@@ -251,6 +264,7 @@ impl EnsembleRun<'_> {
         p: &Pipeline,
         count: PassCount,
         on_event: &mut dyn FnMut(Event),
+        writer: Option<PassWriter>,
     ) -> Result<(RegionAggregates, EnsembleCost), Error> {
         let opts = EnsembleOptions {
             passes: p.passes_per_model(),
@@ -272,6 +286,7 @@ impl EnsembleRun<'_> {
             shape,
             p.ensemble.aggregation,
             self.pass_stores(opts.passes, shape)?,
+            writer,
         );
         let mut cost = EnsembleCost::default();
         ensemble::run(
@@ -386,6 +401,11 @@ fn region_results(
             let edges = histogram_edges(&aggregate.logit, &prepared.brain, p);
             let statistics =
                 compare::statistics(&aggregate.logit, &prepared.brain, p.blobs.threshold, &edges);
+            let bins = p.outputs.histogram_bins;
+            let u = &aggregate.uncertainty;
+            let variance_edges = compare::variance_edges(u, &prepared.brain, bins);
+            let uncertainty =
+                compare::uncertainty_statistics(u, &prepared.brain, bins, &variance_edges);
             RegionResult {
                 region: plan.regions[r].clone(),
                 feeders: plan.feeders(r),
@@ -394,6 +414,8 @@ fn region_results(
                 blobs,
                 statistics,
                 edges,
+                uncertainty,
+                variance_edges,
                 model_statistics: None,
                 comparison: None,
             }
@@ -452,6 +474,8 @@ fn compare_deterministic(
             threshold: p.blobs.threshold,
             decisions: p.blobs.decisions,
             edges: &result.edges,
+            variance_edges: &result.variance_edges,
+            histogram_bins: p.outputs.histogram_bins,
             deterministic_blobs_found: own.len(),
         };
         result.comparison = Some(compare::build(det, &inputs)?);

@@ -22,6 +22,17 @@ pub struct Histogram {
     pub counts: Vec<u64>,
 }
 
+/// The uncertainty maps (`uncertainty`) over the brain: entropies in bits on `[0, 1]`, the
+/// logit variances on edges from 0 to the ceiling of the largest.
+#[derive(Debug, Clone, Serialize)]
+pub struct UncertaintyStatistics {
+    pub entropy: DistributionInfo,
+    pub expected_entropy: DistributionInfo,
+    pub mutual_information: DistributionInfo,
+    pub logit_variance_between: DistributionInfo,
+    pub logit_variance_within: DistributionInfo,
+}
+
 /// A case's aggregated logits: over the brain, and over the voxels above the blob threshold.
 #[derive(Debug, Clone, Serialize)]
 pub struct Statistics {

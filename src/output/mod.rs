@@ -6,6 +6,6 @@ mod maps;
 mod staging;
 mod writers;
 
-pub use maps::write_maps;
+pub use maps::{pass_writer, write_maps};
 pub use staging::{check_target, spill_error, OutputError, Staging};
 pub use writers::{write_dicom, write_figures};

@@ -20,6 +20,7 @@ pub fn write_figures(
     let primary = results.primary();
     let inputs = FigureInputs {
         statistics: &primary.statistics,
+        uncertainty: &primary.uncertainty,
         model_statistics: primary.model_statistics.as_ref(),
         comparison: primary.comparison.as_ref(),
         threshold: f64::from(p.blobs.threshold),

@@ -129,6 +129,7 @@ pub fn build(f: &Facts) -> Report {
             models: feeder_names(primary, &names),
         },
         statistics: primary.statistics.clone(),
+        uncertainty: primary.uncertainty.clone(),
         model_statistics: primary.model_statistics.clone(),
         blobs,
         comparison: primary.comparison.clone(),
@@ -166,7 +167,7 @@ pub fn build(f: &Facts) -> Report {
 /// One region's entry under `regions`.
 fn region_entry(f: &Facts, r: usize, result: &RegionResult, names: &[String]) -> RegionEntry {
     // the region's own segments (every region of a run with several regions)
-    let suffix = f.results.file_suffix(r);
+
     let region = Some(result.region.name.as_str());
     let segment = |id: u32| f.seg.segment_of_blob(region, id);
     RegionEntry {
@@ -177,9 +178,10 @@ fn region_entry(f: &Facts, r: usize, result: &RegionResult, names: &[String]) ->
             .outputs
             .maps
             .iter()
-            .map(|k: &MapKind| k.file_name_for(&suffix))
+            .map(|k: &MapKind| k.file_name_for(&result.region.name, r == 0))
             .collect(),
         statistics: result.statistics.clone(),
+        uncertainty: result.uncertainty.clone(),
         model_statistics: result.model_statistics.clone(),
         blobs: blob_entries(result, names, f.pipeline, segment),
         comparison: result.comparison.clone(),

@@ -14,7 +14,7 @@ use crate::pipeline::Weighting;
 use crate::pipeline::{Aggregation, Decision, Decisions, Mode, NoiseOn, NoiseRegion, OutputDecl};
 use crate::preprocess::{ChannelStats, CropBox};
 use crate::schema::{self, SchemaKind};
-use crate::stats::{DistributionInfo, Statistics};
+use crate::stats::{DistributionInfo, Statistics, UncertaintyStatistics};
 use crate::volume::AxisCodes;
 
 /// The report's structure version: 2 added the regions (`region`, `regions`, `label_map`,
@@ -35,6 +35,9 @@ pub struct Report {
     /// The primary region, whose results the top-level fields hold.
     pub region: RegionInfo,
     pub statistics: Statistics,
+    /// The uncertainty maps over the brain (entropy, mutual information, the logit variance
+    /// between and within models).
+    pub uncertainty: UncertaintyStatistics,
     /// Per model, the mean of its passes over the brain (with figures or the comparison).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_statistics: Option<BTreeMap<String, DistributionInfo>>,
@@ -169,6 +172,7 @@ pub struct RegionEntry {
     /// This region's map files.
     pub outputs: Vec<String>,
     pub statistics: Statistics,
+    pub uncertainty: UncertaintyStatistics,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_statistics: Option<BTreeMap<String, DistributionInfo>>,
     pub blobs: Vec<BlobEntry>,
@@ -204,6 +208,10 @@ pub struct BlobEntry {
     pub mean_probability: f64,
     pub max_logit: f64,
     pub mean_spread: f64,
+    pub mean_entropy: f64,
+    pub mean_mutual_information: f64,
+    pub mean_logit_variance_between: f64,
+    pub mean_logit_variance_within: f64,
     pub model_mean_logits: BTreeMap<String, f64>,
     pub pass_agreement: f64,
     pub pass_logit_std: f64,
@@ -245,6 +253,10 @@ impl BlobEntry {
             mean_probability: blob.mean_probability,
             max_logit: blob.max_logit,
             mean_spread: blob.mean_spread,
+            mean_entropy: blob.mean_entropy,
+            mean_mutual_information: blob.mean_mutual_information,
+            mean_logit_variance_between: blob.mean_logit_variance_between,
+            mean_logit_variance_within: blob.mean_logit_variance_within,
             model_mean_logits: model_names
                 .iter()
                 .cloned()
