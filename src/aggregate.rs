@@ -227,6 +227,38 @@ impl Aggregator {
     }
 }
 
+/// Per-pass maps larger than this (all regions together) go to spill files instead of memory.
+const SPILL_ABOVE_BYTES: usize = 128 << 20;
+
+/// One pass store per region of `plan` for `passes` passes per model on a grid of `shape`: in
+/// memory, or in spill files when all of them together would hold more than 128 MiB; region
+/// r's file is `spill(suffix)`, the suffix empty for the first region and `-<region>` for the
+/// others.
+pub fn pass_stores(
+    plan: &RegionPlan,
+    passes: usize,
+    shape: [usize; 3],
+    spill: impl Fn(&str) -> PathBuf,
+) -> std::io::Result<Vec<PassStore>> {
+    let voxels: usize = shape.iter().product();
+    let regions = plan.regions.len();
+    let bytes: usize = (0..regions)
+        .map(|r| voxels * std::mem::size_of::<f16>() * passes * plan.feeders(r).len())
+        .sum();
+    (0..regions)
+        .map(|r| {
+            if bytes <= SPILL_ABOVE_BYTES {
+                return Ok(PassStore::in_memory(shape));
+            }
+            let suffix = match r {
+                0 => String::new(),
+                _ => format!("-{}", plan.regions[r].name),
+            };
+            PassStore::spilled(shape, &spill(&suffix))
+        })
+        .collect()
+}
+
 /// A single map aggregates channel 0 of every pass (the one-region case, and tests).
 impl PassSink for Aggregator {
     fn add(&mut self, model: usize, channels: Array4<f32>) {

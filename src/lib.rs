@@ -19,6 +19,7 @@ pub mod lesionwise;
 pub mod output;
 pub mod pipeline;
 pub mod preprocess;
+pub mod progress;
 pub mod regions;
 pub mod report;
 pub mod resources;

@@ -4,16 +4,10 @@
 //! maps, the DICOM SEG and the report atomically into the output folder. Each stage is a call
 //! into the module that owns it.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Instant;
 
-use ndarray::{Array3, ArrayView3, Zip};
-
-use crate::aggregate::{PassStore, PassWriter, RegionAggregates, RegionAggregator};
-use crate::blobs::Blob;
-use crate::blobs::{self, BlobOptions, Frame};
-use crate::compare::{self, CompareInputs};
+use crate::aggregate::{self, PassWriter, RegionAggregates, RegionAggregator};
+use crate::blobs::Frame;
 use crate::ensemble::{self, EnsembleOptions, PassDone};
 use crate::error::Error;
 use crate::estimate;
@@ -22,14 +16,16 @@ use crate::io::case::{self, CaseSpec};
 use crate::output::{self, Staging};
 use crate::pipeline::{Mode, Pipeline};
 use crate::preprocess::{self, Prepared};
-use crate::regions::{self, LabelRule, RegionPlan};
+use crate::progress::{Clock, PassCount};
+use crate::regions::RegionPlan;
 use crate::report::{self, EnsembleCost, Facts};
 use crate::resources;
-use crate::results::{LabelMap, RegionResult, Results};
+use crate::results;
 use crate::seg;
-use crate::stats;
 use crate::streams::NoiseStreams;
 use crate::window::WindowOptions;
+
+pub use crate::progress::Event;
 
 /// Everything one run needs.
 #[derive(Debug, Clone)]
@@ -40,24 +36,6 @@ pub struct RunRequest {
     pub out: PathBuf,
     pub overwrite: bool,
     pub ort_lib: Option<PathBuf>,
-}
-
-/// Progress as the run goes.
-#[derive(Debug, Clone)]
-pub enum Event {
-    StageStart {
-        name: &'static str,
-    },
-    StageDone {
-        name: &'static str,
-        seconds: f64,
-    },
-    /// A pass finished; `done.done` and `done.total` count over all of the run's passes (the
-    /// ensemble's, then the deterministic comparison's), `ensemble` says which one it was.
-    Pass {
-        done: PassDone,
-        ensemble: &'static str,
-    },
 }
 
 /// What a finished run produced.
@@ -131,10 +109,12 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         input: &case.geometry,
     };
     let (found, label_map) = clock
-        .stage("blobs", || find_blobs(&aggregates, &plan, p, &frame))
+        .stage("blobs", || {
+            results::find_blobs(&aggregates, &plan, p, &frame)
+        })
         .map_err(|e| output::spill_error(&staging, e))?;
     let mut results = clock.stage("statistics", || {
-        region_results(aggregates, found, &plan, p, &prepared, label_map)
+        results::region_results(aggregates, found, &plan, p, &prepared, label_map)
     });
     if p.ensemble.compare_deterministic {
         let t = clock.start("deterministic_comparison");
@@ -151,12 +131,12 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
         };
         let count = count.comparison(models.len());
         let (det, _) = det_run.run(&mut models, &det_p, count, &mut *clock.on_event, None)?;
-        compare_deterministic(&mut results, det, p, &names, &frame, &prepared)
+        results::compare_deterministic(&mut results, det, p, &names, &frame, &prepared)
             .map_err(|e| output::spill_error(&staging, e))?;
         clock.record("deterministic_comparison", t);
     }
     if p.outputs.figures || p.ensemble.compare_deterministic {
-        model_statistics(&mut results, &names, &prepared)
+        results::model_statistics(&mut results, &names, &prepared)
             .map_err(|e| output::spill_error(&staging, e))?;
     }
     let figures = if p.outputs.figures {
@@ -243,9 +223,6 @@ fn stop_if_cancelled() -> Result<(), Error> {
     Ok(())
 }
 
-/// Per-pass maps larger than this (all regions together) go to spill files instead of memory.
-const SPILL_ABOVE_BYTES: usize = 128 << 20;
-
 /// One ensemble over the prepared case: the models' passes into one aggregator per region.
 #[derive(Clone, Copy)]
 struct EnsembleRun<'a> {
@@ -285,7 +262,10 @@ impl EnsembleRun<'_> {
             self.plan,
             shape,
             p.ensemble.aggregation,
-            self.pass_stores(opts.passes, shape)?,
+            aggregate::pass_stores(self.plan, opts.passes, shape, |name| {
+                self.staging.file(&format!("{}{name}.f16", self.spill_name))
+            })
+            .map_err(|e| output::spill_error(self.staging, e))?,
             writer,
         );
         let mut cost = EnsembleCost::default();
@@ -312,259 +292,5 @@ impl EnsembleRun<'_> {
             .finish()
             .map_err(|e| output::spill_error(self.staging, e))?;
         Ok((aggregates, cost))
-    }
-
-    /// One pass store per region: in memory, or in spill files when all of them together would
-    /// hold more than `SPILL_ABOVE_BYTES`.
-    fn pass_stores(&self, passes: usize, shape: [usize; 3]) -> Result<Vec<PassStore>, Error> {
-        let voxels: usize = shape.iter().product();
-        let per_region = |r: usize| passes * self.plan.feeders(r).len();
-        let regions = self.plan.regions.len();
-        let bytes: usize = (0..regions)
-            .map(|r| voxels * std::mem::size_of::<half::f16>() * per_region(r))
-            .sum();
-        (0..regions)
-            .map(|r| {
-                if bytes <= SPILL_ABOVE_BYTES {
-                    return Ok(PassStore::in_memory(shape));
-                }
-                let name = match r {
-                    0 => format!("{}.f16", self.spill_name),
-                    _ => format!("{}-{}.f16", self.spill_name, self.plan.regions[r].name),
-                };
-                let path = self.staging.file(&name);
-                PassStore::spilled(shape, &path)
-                    .map_err(|e| output::spill_error(self.staging, e).into())
-            })
-            .collect()
-    }
-}
-
-/// Blob ids on the canonical crop and the blobs, of one region.
-type Found = (Array3<u32>, Vec<Blob>);
-
-/// Each region's blobs, and the label map.
-fn find_blobs(
-    aggregates: &RegionAggregates,
-    plan: &RegionPlan,
-    p: &Pipeline,
-    frame: &Frame,
-) -> std::io::Result<(Vec<Found>, Option<LabelMap>)> {
-    let opts = blob_options(p);
-    let found = aggregates
-        .regions
-        .iter()
-        .enumerate()
-        .map(|(r, aggregate)| blobs::find(aggregate, &plan.feeders(r), &opts, frame))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let label_map = plan.label_map.as_ref().map(|(rule, names)| LabelMap {
-        map: label_map(rule, aggregates, p.blobs.threshold),
-        rule: rule.clone(),
-        names: names.clone(),
-    });
-    Ok((found, label_map))
-}
-
-/// The label map by `rule` from the regions' aggregated logits or averaged class probabilities.
-fn label_map(rule: &LabelRule, aggregates: &RegionAggregates, threshold: f32) -> Array3<u8> {
-    match rule {
-        LabelRule::Argmax { labels } => {
-            let means = aggregates
-                .class_means
-                .as_ref()
-                .expect("the region aggregator keeps the class means for the argmax rule");
-            regions::argmax_labels(labels, means.view())
-        }
-        LabelRule::Nested { steps } => {
-            let logits: Vec<ArrayView3<f32>> =
-                aggregates.regions.iter().map(|a| a.logit.view()).collect();
-            regions::nested_labels(steps, &logits, threshold)
-        }
-    }
-}
-
-/// Each region's results with its case-level statistics.
-fn region_results(
-    aggregates: RegionAggregates,
-    found: Vec<Found>,
-    plan: &RegionPlan,
-    p: &Pipeline,
-    prepared: &Prepared,
-    label_map: Option<LabelMap>,
-) -> Results {
-    let regions = aggregates
-        .regions
-        .into_iter()
-        .zip(found)
-        .enumerate()
-        .map(|(r, (aggregate, (labels, blobs)))| {
-            let edges = histogram_edges(&aggregate.logit, &prepared.brain, p);
-            let statistics =
-                compare::statistics(&aggregate.logit, &prepared.brain, p.blobs.threshold, &edges);
-            let bins = p.outputs.histogram_bins;
-            let u = &aggregate.uncertainty;
-            let variance_edges = compare::variance_edges(u, &prepared.brain, bins);
-            let uncertainty =
-                compare::uncertainty_statistics(u, &prepared.brain, bins, &variance_edges);
-            RegionResult {
-                region: plan.regions[r].clone(),
-                feeders: plan.feeders(r),
-                aggregate,
-                labels,
-                blobs,
-                statistics,
-                edges,
-                uncertainty,
-                variance_edges,
-                model_statistics: None,
-                comparison: None,
-            }
-        })
-        .collect();
-    Results { regions, label_map }
-}
-
-fn blob_options(p: &Pipeline) -> BlobOptions {
-    BlobOptions {
-        threshold: p.blobs.threshold,
-        connectivity: p.blobs.connectivity,
-        min_voxels: p.blobs.min_voxels,
-    }
-}
-
-/// Histogram edges of the case-level statistics: `histogram_bins` bins from the floor of the
-/// lowest to the ceiling of the highest aggregated logit in the brain.
-fn histogram_edges(logit: &Array3<f32>, brain: &Array3<bool>, p: &Pipeline) -> Vec<f64> {
-    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-    Zip::from(logit).and(brain).for_each(|&v, &inside| {
-        if inside {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-    });
-    if lo > hi {
-        stats::edges(0.0, 1.0, p.outputs.histogram_bins)
-    } else {
-        stats::edges(
-            f64::from(lo.floor()),
-            f64::from(hi.ceil()),
-            p.outputs.histogram_bins,
-        )
-    }
-}
-
-/// Puts the deterministic ensemble (same models, no noise, one pass each) beside each region's
-/// stochastic results (see `compare`).
-fn compare_deterministic(
-    results: &mut Results,
-    det: RegionAggregates,
-    p: &Pipeline,
-    names: &[String],
-    frame: &Frame,
-    prepared: &Prepared,
-) -> std::io::Result<()> {
-    let opts = blob_options(p);
-    for (result, det) in results.regions.iter_mut().zip(&det.regions) {
-        let (_, own) = blobs::find(det, &result.feeders, &opts, frame)?;
-        let inputs = CompareInputs {
-            labels: &result.labels,
-            stochastic_blobs: &result.blobs,
-            model_names: names,
-            brain: &prepared.brain,
-            threshold: p.blobs.threshold,
-            decisions: p.blobs.decisions,
-            edges: &result.edges,
-            variance_edges: &result.variance_edges,
-            histogram_bins: p.outputs.histogram_bins,
-            deterministic_blobs_found: own.len(),
-        };
-        result.comparison = Some(compare::build(det, &inputs)?);
-    }
-    Ok(())
-}
-
-/// Per region, each feeding model's mean over its passes in the brain.
-fn model_statistics(
-    results: &mut Results,
-    names: &[String],
-    prepared: &Prepared,
-) -> std::io::Result<()> {
-    for result in &mut results.regions {
-        result.model_statistics = Some(compare::model_mean_statistics(
-            &result.aggregate,
-            &prepared.brain,
-            names,
-            &result.edges,
-        )?);
-    }
-    Ok(())
-}
-
-/// Where one ensemble's passes stand among all the passes of the run.
-#[derive(Debug, Clone, Copy)]
-struct PassCount {
-    before: usize,
-    all: usize,
-    ensemble: &'static str,
-}
-
-impl PassCount {
-    /// The run's ensemble, whose passes come first (those of a deterministic comparison follow).
-    fn ensemble(p: &Pipeline, models: usize) -> PassCount {
-        let comparison = if p.ensemble.compare_deterministic {
-            models
-        } else {
-            0
-        };
-        PassCount {
-            before: 0,
-            all: p.passes_per_model() * models + comparison,
-            ensemble: p.ensemble.mode.name(),
-        }
-    }
-
-    /// The deterministic comparison's passes, one per model, after the ensemble's.
-    fn comparison(self, models: usize) -> PassCount {
-        PassCount {
-            before: self.all - models,
-            ensemble: Mode::Deterministic.name(),
-            ..self
-        }
-    }
-}
-
-/// Stage timer that records into the report's `timings_s` and reports each stage.
-struct Clock<'a> {
-    timings: BTreeMap<String, f64>,
-    started: Instant,
-    on_event: &'a mut dyn FnMut(Event),
-}
-
-impl<'a> Clock<'a> {
-    fn new(on_event: &'a mut dyn FnMut(Event)) -> Clock<'a> {
-        Clock {
-            timings: BTreeMap::new(),
-            started: Instant::now(),
-            on_event,
-        }
-    }
-
-    fn stage<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
-        let t = self.start(name);
-        let out = f();
-        self.record(name, t);
-        out
-    }
-
-    /// Reports that stage `name` starts; its `record` ends it.
-    fn start(&mut self, name: &'static str) -> Instant {
-        (self.on_event)(Event::StageStart { name });
-        Instant::now()
-    }
-
-    fn record(&mut self, name: &'static str, since: Instant) {
-        let seconds = since.elapsed().as_secs_f64();
-        self.timings.insert(name.to_string(), seconds);
-        (self.on_event)(Event::StageDone { name, seconds });
     }
 }

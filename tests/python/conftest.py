@@ -47,6 +47,8 @@ DEMO_MODELS = {
 }
 REPORT_SCHEMA = ROOT / "schemas" / "report.schema.yaml"
 MAPS = ("mean_logits", "std_logits", "probability", "labels")
+UNCERTAINTY_MAPS = ("entropy", "expected_entropy", "mutual_information", "logit_variance_between",
+                    "logit_variance_within")
 # libyaml's loader when PyYAML has it (same resolution, ~30x faster on big reports)
 _BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -139,8 +139,11 @@ def test_argmax_label_map_and_the_report(softmax_run):
     assert r["regions"]["WT"]["blobs"] == r["blobs"]
     assert r["regions"]["WT"]["statistics"] == r["statistics"]
     assert r["models"][0]["outputs"] == softmax_decl()
-    assert r["regions"]["TC"]["outputs"] == ["mean_logits-TC.nii.gz", "std_logits-TC.nii.gz",
-                                             "probability-TC.nii.gz", "labels-TC.nii.gz"]
+    assert r["regions"]["TC"]["outputs"] == [
+        f"{m}-TC.nii.gz" for m in ("mean_logits", "std_logits", "probability", "labels",
+                                   "entropy", "expected_entropy", "mutual_information",
+                                   "logit_variance_between", "logit_variance_within",
+                                   "uncertainty")]
     for name in ("TC", "ET"):
         assert f"labels-{name}.nii.gz" in r["outputs"]
 
