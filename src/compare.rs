@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use ndarray::{Array3, Zip};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
 use crate::blobs::{self, Blob};
@@ -22,7 +22,7 @@ use crate::stats;
 use crate::stats::{DistributionInfo, Statistics};
 
 /// The report's `comparison` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
     pub deterministic: DeterministicSummary,
     /// One entry per stochastic blob, in blob-id order.
@@ -30,7 +30,7 @@ pub struct Comparison {
 }
 
 /// The deterministic ensemble's own numbers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeterministicSummary {
     pub passes_per_model: usize,
     pub sigma: f32,
@@ -44,7 +44,7 @@ pub struct DeterministicSummary {
 }
 
 /// One stochastic blob under both ensembles.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobComparison {
     pub id: u32,
     pub voxels: usize,

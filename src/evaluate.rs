@@ -33,6 +33,7 @@ use crate::error::Error;
 use crate::io::{nifti, InputError};
 use crate::lesionwise::{self, LesionRule};
 use crate::output::OutputError;
+use crate::report::Report;
 
 /// What to evaluate and how.
 #[derive(Debug, Clone)]
@@ -201,19 +202,12 @@ fn evaluate_case(
     folder: &Path,
     opts: &EvaluateOptions,
 ) -> Result<(CaseResult, Vec<BlobResult>), Error> {
-    let report_path = folder.join("report.json");
-    let text = std::fs::read_to_string(&report_path)
-        .map_err(|e| format_error(&report_path, e.to_string()))?;
-    let report: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format_error(&report_path, e.to_string()))?;
+    let report = crate::report::read(&folder.join("report.json"))?;
     let folder_name = folder
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let case_id = report["case"]["id"]
-        .as_str()
-        .unwrap_or(&folder_name)
-        .to_string();
+    let case_id = report.case.id.clone();
     let gt_path = opts.gt_dir.join(
         opts.gt_pattern
             .replace("{case}", &case_id)
@@ -237,14 +231,7 @@ fn evaluate_case(
     let pred = labels.mapv(|l| l > 0);
     let lesions = lesionwise::group(gt.mapv(|v| v > 0).view(), rule.gt_dilation);
     let scores = lesionwise::score(&lesions, pred.view(), voxel_volume_mm3, rule);
-    let found = blob_results(
-        &report,
-        &report_path,
-        &case_id,
-        &labels,
-        &gt,
-        &lesions.dilated,
-    )?;
+    let found = blob_results(&report, &case_id, &labels, &gt, &lesions.dilated);
     let true_blobs = found.iter().filter(|b| b.is_true).count();
     let case = CaseResult {
         folder: folder_name,
@@ -282,13 +269,12 @@ fn dice(labels: &Array3<u32>, gt: &Array3<u32>) -> f64 {
 
 /// The report's blobs with their voxels in `seg > 0` and their truth (a voxel in `near_gt`).
 fn blob_results(
-    report: &serde_json::Value,
-    report_path: &Path,
+    report: &Report,
     case_id: &str,
     labels: &Array3<u32>,
     gt: &Array3<u32>,
     near_gt: &Array3<bool>,
-) -> Result<Vec<BlobResult>, Error> {
+) -> Vec<BlobResult> {
     let mut overlap: BTreeMap<u32, usize> = BTreeMap::new();
     let mut near: BTreeSet<u32> = BTreeSet::new();
     Zip::from(labels)
@@ -302,31 +288,26 @@ fn blob_results(
                 near.insert(l);
             }
         });
-    let deterministic: BTreeMap<u64, f64> = report["comparison"]["blobs"]
-        .as_array()
-        .map(|rows| {
-            rows.iter()
-                .filter_map(|r| Some((r["id"].as_u64()?, r["deterministic_mean_logit"].as_f64()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut found = Vec::new();
-    for b in report["blobs"].as_array().into_iter().flatten() {
-        let id = b["id"]
-            .as_u64()
-            .ok_or_else(|| format_error(report_path, "a blob has no integer id"))?;
-        found.push(BlobResult {
+    let deterministic: BTreeMap<u32, f64> = report
+        .comparison
+        .iter()
+        .flat_map(|c| &c.blobs)
+        .map(|b| (b.id, b.deterministic_mean_logit))
+        .collect();
+    report
+        .blobs
+        .iter()
+        .map(|b| BlobResult {
             case: case_id.to_string(),
-            id: id as u32,
-            voxels: b["voxels"].as_u64().unwrap_or(0) as usize,
-            overlap_voxels: overlap.get(&(id as u32)).copied().unwrap_or(0),
-            is_true: near.contains(&(id as u32)),
-            mean_logit: b["mean_logit"].as_f64().unwrap_or(f64::NAN),
-            mean_probability: b["mean_probability"].as_f64().unwrap_or(f64::NAN),
-            deterministic_mean_logit: deterministic.get(&id).copied(),
-        });
-    }
-    Ok(found)
+            id: b.id,
+            voxels: b.voxels,
+            overlap_voxels: overlap.get(&b.id).copied().unwrap_or(0),
+            is_true: near.contains(&b.id),
+            mean_logit: b.mean_logit,
+            mean_probability: b.mean_probability,
+            deterministic_mean_logit: deterministic.get(&b.id).copied(),
+        })
+        .collect()
 }
 
 /// A label map as whole numbers (values at most 0.5 are 0) and its voxel volume in mm³.

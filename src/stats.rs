@@ -2,10 +2,10 @@
 //! deviation, skewness and excess kurtosis (population moments, accumulated in f64), and
 //! histograms with explicit bin edges.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Moments of a sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Moments {
     pub count: usize,
     pub mean: f64,
@@ -15,14 +15,14 @@ pub struct Moments {
 }
 
 /// Histogram with `edges.len() == counts.len() + 1`; the last bin includes its right edge.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     pub edges: Vec<f64>,
     pub counts: Vec<u64>,
 }
 
 /// A case's aggregated logits: over the brain, and over the voxels above the blob threshold.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Statistics {
     pub brain_voxels: usize,
     pub positive_voxels: usize,
@@ -31,7 +31,7 @@ pub struct Statistics {
 }
 
 /// Moments and histogram of one distribution.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DistributionInfo {
     #[serde(flatten)]
     pub moments: Moments,

@@ -2,12 +2,14 @@
 //! describes it. Coordinates are on the input grid: voxel indices `(i, j, k)` (NIfTI array order)
 //! and patient positions in LPS mm. Top-level `statistics`, `blobs`, `model_statistics` and
 //! `comparison` are those of the primary region (`region`); a run with several regions also
-//! has `regions`, each entry holding the same fields for one region, and the `label_map`.
+//! has `regions`, each entry holding the same fields for one region, and the `label_map`. The
+//! types deserialize too, as `read` reads a written report back; the serialized form is the
+//! schema's, and the few `serde(default)`s only fill what the schema allows to be absent.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::blobs::Blob;
 use crate::pipeline::Weighting;
@@ -21,7 +23,7 @@ use crate::volume::AxisCodes;
 /// `models[].outputs`).
 pub const SCHEMA_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,
     pub tool: Tool,
@@ -56,26 +58,26 @@ pub struct Report {
     pub peak_rss_mib: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tool {
     pub name: String,
     pub version: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseInfo {
     pub id: String,
     pub inputs: Vec<InputEntry>,
     pub geometry: GeometryInfo,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InputEntry {
     pub channel: String,
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GeometryInfo {
     pub shape_ijk: [usize; 3],
     pub spacing_mm: [f64; 3],
@@ -84,13 +86,13 @@ pub struct GeometryInfo {
     pub affine_lps: [[f64; 4]; 4],
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineInfo {
     pub name: String,
     pub config: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuntimeInfo {
     pub onnxruntime_version: String,
     pub onnxruntime_library: PathBuf,
@@ -99,7 +101,7 @@ pub struct RuntimeInfo {
     pub threads: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelEntry {
     pub name: String,
     pub path: PathBuf,
@@ -112,26 +114,36 @@ pub struct ModelEntry {
     pub outputs: OutputDecl,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnsembleInfo {
     pub mode: Mode,
     /// Patches run through the models over all passes.
     pub patches_run: usize,
     /// Patches whose output was reused from the model's first pass instead of run again
-    /// (windows without a brain voxel when `noise_region` is `brain`).
+    /// (windows without a brain voxel when `noise_region` is `brain`). Optional in the schema:
+    /// read as 0 when absent (reports written before the reuse existed).
+    #[serde(default)]
     pub patches_reused: usize,
     pub passes_per_model: usize,
     pub total_passes: usize,
     pub sigma: f32,
     pub seed: u64,
     pub noise_region: NoiseRegion,
+    /// Optional in the schema: read as `host` when absent (reports written before noise on the
+    /// device existed).
+    #[serde(default = "noise_on_host")]
     pub noise_on: NoiseOn,
     pub aggregation: Aggregation,
     pub overlap: f64,
     pub weighting: Weighting,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The noise site of a report that does not name one.
+fn noise_on_host() -> NoiseOn {
+    NoiseOn::Host
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PreprocessInfo {
     pub model_orientation: AxisCodes,
     pub normalization: String,
@@ -142,7 +154,7 @@ pub struct PreprocessInfo {
     pub channel_stats: BTreeMap<String, ChannelStats>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Thresholds {
     pub logit: f32,
     pub connectivity: u8,
@@ -154,7 +166,7 @@ pub struct Thresholds {
 
 /// A region: its name, the labels it covers (none: every non-zero label) and the models whose
 /// passes fed it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegionInfo {
     pub name: String,
     pub labels: Option<Vec<u8>>,
@@ -162,7 +174,7 @@ pub struct RegionInfo {
 }
 
 /// One region's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegionEntry {
     pub labels: Option<Vec<u8>>,
     pub models: Vec<String>,
@@ -177,7 +189,7 @@ pub struct RegionEntry {
 }
 
 /// The label map file and its labels.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelMapInfo {
     pub file: String,
     /// `argmax` (of the class probabilities averaged over every pass) or `nested` (of the
@@ -186,13 +198,13 @@ pub struct LabelMapInfo {
     pub labels: Vec<LabelName>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelName {
     pub label: u8,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobEntry {
     pub id: u32,
     pub voxels: usize,
@@ -215,7 +227,7 @@ pub struct BlobEntry {
     pub decision: Option<Decision>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BBox {
     pub min_voxel: [usize; 3],
     pub max_voxel: [usize; 3],

@@ -4,16 +4,19 @@ construction, and end to end on a real run of the small case."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import CASE_DIR, CASE_ID, case_args, load_yaml, model_path, run_ok, stochseg
+from conftest import (CASE_DIR, CASE_ID, case_args, error_line, load_yaml, model_path,
+                      report_validator, run_ok, stochseg)
 
 HERE = Path(__file__).resolve().parent
 
@@ -33,6 +36,49 @@ def cube(a, lo, hi, value):
 def save(path: Path, data: np.ndarray, spacing=(1.0, 1.0, 1.0)):
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data.astype(np.int32), np.diag([*spacing, 1.0])), str(path))
+
+
+@pytest.fixture(scope="module")
+def template(runs):
+    """A real run's report, the mould of the synthetic cohorts' reports."""
+    return runs.get("p64_s0").report
+
+
+def synthetic_report(template: dict, case: str, blobs: list[dict],
+                     deterministic: list[float] | None = None) -> dict:
+    """A complete report of case `case` whose primary region has `blobs` (dicts with id,
+    voxels, mean_logit, mean_probability), with a comparison when `deterministic` gives each
+    blob's deterministic mean logit; every other field is the template's. It must conform to
+    the report schema."""
+    r = copy.deepcopy(template)
+    r["case"]["id"] = case
+    for key in ("comparison", "regions", "label_map"):
+        r.pop(key, None)
+    mould = template["blobs"][0]
+    r["blobs"] = [{**mould, "seg_segment_number": None, **b,
+                   "volume_mm3": float(b["voxels"])} for b in blobs]
+    for b in r["blobs"]:
+        if b["seg_segment_number"] is None:
+            del b["seg_segment_number"]
+    if deterministic is not None:
+        r["comparison"] = {
+            "deterministic": {"passes_per_model": 1, "sigma": 0.0,
+                              "statistics": template["statistics"], "model_statistics": {},
+                              "blobs_found": len(blobs)},
+            "blobs": [{"id": b["id"], "voxels": b["voxels"],
+                       "stochastic_mean_logit": b["mean_logit"],
+                       "deterministic_mean_logit": d, "stochastic_pass_agreement": 1.0,
+                       "deterministic_pass_agreement": 1.0,
+                       "deterministic_model_mean_logits": {}}
+                      for b, d in zip(blobs, deterministic)]}
+    errors = list(report_validator().iter_errors(r))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:3]]
+    return r
+
+
+def write_report(folder: Path, report: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report))
 
 
 # (GT lesions as (lo, hi, label)), (blobs as (lo, hi, mean_logit, deterministic, true?))
@@ -56,7 +102,7 @@ KNOWN = {"SYN-A": dict(gt_lesions=2, small_lesions=1, lesion_tp=1, lesion_fn=0, 
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
+def synthetic(tmp_path_factory, template):
     root = tmp_path_factory.mktemp("evaluate")
     cohort, gt_dir = root / "cohort", root / "gt"
     for case, (lesions, blobs) in CASES.items():
@@ -73,8 +119,8 @@ def synthetic(tmp_path_factory):
                             "mean_probability": float(1 / (1 + np.exp(-logit)))})
             comparison.append({"id": i, "deterministic_mean_logit": det})
         save(cohort / case / "labels.nii.gz", labels)
-        (cohort / case / "report.json").write_text(json.dumps(
-            {"case": {"id": case}, "blobs": entries, "comparison": {"blobs": comparison}}))
+        write_report(cohort / case, synthetic_report(
+            template, case, entries, [c["deterministic_mean_logit"] for c in comparison]))
     proc = stochseg("evaluate", cohort, "--gt", gt_dir, "--bootstrap", "200", "--seed", "3")
     assert proc.returncode == 0, proc.stderr
     return cohort, gt_dir, load_yaml((cohort / "evaluation.yaml").read_text())
@@ -174,6 +220,36 @@ def test_a_real_run_end_to_end(tmp_path):
     assert case["true_blobs"] == ref["cases"][0]["true_blobs"]
 
 
+def test_a_malformed_report_is_refused_naming_the_file_and_field(synthetic, tmp_path):
+    """A report without a field evaluate reads is refused (exit 3), never read as 0."""
+    cohort, gt_dir, _ = synthetic
+    copy_ = tmp_path / "cohort"
+    shutil.copytree(cohort, copy_)
+    report = json.loads((copy_ / "SYN-B" / "report.json").read_text())
+    del report["blobs"][1]["mean_logit"]
+    (copy_ / "SYN-B" / "report.json").write_text(json.dumps(report))
+    proc = stochseg("evaluate", copy_, "--gt", gt_dir, "--out", tmp_path / "o")
+    assert proc.returncode == 3, proc.stderr
+    assert error_line(proc).endswith(
+        f"{copy_ / 'SYN-B' / 'report.json'}: blobs[1]: missing field `mean_logit`")
+    assert not (tmp_path / "o" / "evaluation.yaml").exists()
+
+
+def test_version_1_reports_evaluate_as_their_version_2(synthetic, tmp_path):
+    from test_summarize import v1_report
+
+    cohort, gt_dir, ev = synthetic
+    old = tmp_path / "cohort"
+    shutil.copytree(cohort, old, ignore=shutil.ignore_patterns("evaluation*"))
+    for folder in old.iterdir():
+        report = json.loads((folder / "report.json").read_text())
+        (folder / "report.json").write_text(json.dumps(v1_report(report)))
+    proc = stochseg("evaluate", old, "--gt", gt_dir, "--bootstrap", "200", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    again = load_yaml((old / "evaluation.yaml").read_text())
+    assert again == ev
+
+
 def test_missing_ground_truth_is_an_input_error(synthetic, tmp_path):
     cohort, _, _ = synthetic
     proc = stochseg("evaluate", cohort, "--gt", tmp_path / "nowhere", "--out", tmp_path / "o")
@@ -210,7 +286,7 @@ LESION_KEYS = ("gt_lesions", "small_lesions", "lesion_tp", "lesion_fn", "lesion_
 
 
 @pytest.fixture(scope="module")
-def dilation_cohort(tmp_path_factory):
+def dilation_cohort(tmp_path_factory, template):
     root = tmp_path_factory.mktemp("dilation")
     cohort, gt_dir = root / "cohort", root / "gt"
     for case, (spacing, lesions, blobs) in DILATION_CASES.items():
@@ -224,8 +300,7 @@ def dilation_cohort(tmp_path_factory):
                             "mean_logit": float(i), "mean_probability": 0.5})
         save(gt_dir / case / f"{case}-seg.nii.gz", gt, spacing)
         save(cohort / case / "labels.nii.gz", labels, spacing)
-        (cohort / case / "report.json").write_text(json.dumps(
-            {"case": {"id": case}, "blobs": entries}))
+        write_report(cohort / case, synthetic_report(template, case, entries))
     return cohort, gt_dir
 
 
