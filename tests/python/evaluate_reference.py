@@ -3,14 +3,20 @@
     python tests/python/evaluate_reference.py COHORT GT [--gt-pattern '{case}/{case}-seg.nii.gz']
         [--gt-dilation 3] [--lesion-min-volume-mm3 50]
 
-prints JSON: per case Dice, the BraTS 2023/2024 lesion-wise numbers on the whole tumor (written
-here from the rule as docs/evaluation.md states it: GT lesions are the 26-connected components of seg > 0
-dilated d times with generate_binary_structure(3, 2), restricted to the GT voxels; a 26-connected
-prediction component matches every lesion whose own d-times dilation it touches; unmatched
-components are false positives; lesions of at most the volume threshold, from the header's
-zooms, leave the score) and blob truth (a voxel in seg > 0 dilated d times), and, pooled over
-blobs, ROC AUC, average precision and the Youden threshold of each score, computed with
-scikit-learn.
+prints JSON: per case and region Dice, the BraTS 2023/2024 lesion-wise numbers (written here
+from the rule as docs/evaluation.md states it: GT lesions are the 26-connected components of the
+region's GT dilated d times with generate_binary_structure(3, 2), restricted to the GT voxels; a
+26-connected prediction component matches every lesion whose own d-times dilation it touches;
+unmatched components are false positives; lesions of at most the volume threshold, from the
+header's zooms, leave the score) and blob truth (a voxel in the region's GT dilated d times),
+and, pooled over blobs per region, ROC AUC, average precision and the Youden threshold of each
+score, computed with scikit-learn; and the Dice of each label of the BraTS label maps.
+
+Regions are read from the report.json as plain JSON: the primary region `region` (a version 1
+report has none: WT, every non-zero label) with the top-level blobs and comparison and the map
+labels.nii.gz, and the other entries of `regions` with theirs and labels-<name>.nii.gz. A
+region's GT is seg in its labels (seg > 0 without labels), its prediction the labels map > 0.
+The top-level `cases`, `blobs` and `detectors` are the primary regions'.
 """
 
 from __future__ import annotations
@@ -72,43 +78,101 @@ def youden(y: np.ndarray, s: np.ndarray):
     return float(thresholds[best]), float(j[best])
 
 
-def reference(cohort: Path, gt_dir: Path, pattern: str = "{case}/{case}-seg.nii.gz",
-              gt_dilation: int = 3, min_volume_mm3: float = 50.0) -> dict:
-    cases, blobs = [], []
-    for folder in sorted(p for p in Path(cohort).iterdir() if (p / "report.json").is_file()):
-        report = json.loads((folder / "report.json").read_text())
-        case = report["case"]["id"]
-        gt_path = Path(gt_dir) / pattern.replace("{case}", case).replace("{folder}", folder.name)
-        labels = np.asarray(nib.load(str(folder / "labels.nii.gz")).dataobj).astype(np.int64)
-        gt_image = nib.load(str(gt_path))
-        gt = np.asarray(gt_image.dataobj) > 0
-        voxel_mm3 = float(np.prod(gt_image.header.get_zooms()[:3]))
-        near_gt = dilate(gt, gt_dilation)
-        det = {r["id"]: r["deterministic_mean_logit"]
-               for r in report.get("comparison", {}).get("blobs", [])}
-        for b in report["blobs"]:
-            inside = labels == b["id"]
-            blobs.append({"case": case, "id": b["id"], "true": bool(near_gt[inside].any()),
-                          "mean_logit": b["mean_logit"],
-                          "mean_probability": b["mean_probability"],
-                          "deterministic_mean_logit": det.get(b["id"])})
-        truth = [x["true"] for x in blobs if x["case"] == case]
-        cases.append({"case": case, "dice": dice(labels > 0, gt), "blobs": len(truth),
-                      "true_blobs": int(sum(truth)),
-                      **lesion_wise(gt, labels > 0, voxel_mm3, gt_dilation, min_volume_mm3)})
+def region_list(report: dict) -> list[dict]:
+    """The primary region, then the others by name: name, labels, map file, blobs, comparison."""
+    primary = report.get("region", {"name": "WT", "labels": None})
+    out = [{"name": primary["name"], "labels": primary["labels"], "map": "labels.nii.gz",
+            "blobs": report["blobs"], "comparison": report.get("comparison")}]
+    for name in sorted(report.get("regions") or {}):
+        if name != primary["name"]:
+            entry = report["regions"][name]
+            out.append({"name": name, "labels": entry["labels"], "map": f"labels-{name}.nii.gz",
+                        "blobs": entry["blobs"], "comparison": entry.get("comparison")})
+    return out
+
+
+def region_gt(seg: np.ndarray, labels) -> np.ndarray:
+    return seg > 0 if labels is None else np.isin(seg, labels)
+
+
+def load_int(path: Path) -> np.ndarray:
+    return np.rint(np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)).astype(np.int64)
+
+
+def detectors_of(blobs: list[dict]) -> dict:
     y = np.array([b["true"] for b in blobs])
-    detectors = {}
     scores = {"mean_logit": [b["mean_logit"] for b in blobs]}
     if blobs and all(b["deterministic_mean_logit"] is not None for b in blobs):
         scores["deterministic_mean_logit"] = [b["deterministic_mean_logit"] for b in blobs]
+    out = {}
     for name, s in scores.items():
         s = np.asarray(s, dtype=np.float64)
         if 0 < y.sum() < len(y):
             t, j = youden(y, s)
-            detectors[name] = {"auc": float(roc_auc_score(y, s)),
-                               "average_precision": float(average_precision_score(y, s)),
-                               "youden_threshold": t, "youden_j": j}
-    return {"cases": cases, "blobs": blobs, "detectors": detectors}
+            out[name] = {"auc": float(roc_auc_score(y, s)),
+                         "average_precision": float(average_precision_score(y, s)),
+                         "youden_threshold": t, "youden_j": j}
+    return out
+
+
+def evaluate_region(folder: Path, case: str, region: dict, seg: np.ndarray, voxel_mm3: float,
+                    gt_dilation: int, min_volume_mm3: float) -> tuple[dict, list[dict]]:
+    labels = load_int(folder / region["map"])
+    truth = region_gt(seg, region["labels"])
+    pred = labels > 0
+    near_gt = dilate(truth, gt_dilation)
+    comparison = region["comparison"] or {}
+    det = {r["id"]: r["deterministic_mean_logit"] for r in comparison.get("blobs", [])}
+    blobs = []
+    for b in region["blobs"]:
+        inside = labels == b["id"]
+        blobs.append({"case": case, "folder": folder.name, "region": region["name"],
+                      "id": b["id"],
+                      "true": bool(near_gt[inside].any()),
+                      "overlap_voxels": int((inside & truth).sum()),
+                      "mean_logit": b["mean_logit"], "mean_probability": b["mean_probability"],
+                      "deterministic_mean_logit": det.get(b["id"])})
+    row = {"case": case, "folder": folder.name, "region": region["name"],
+           "dice": dice(pred, truth), "gt_voxels": int(truth.sum()),
+           "predicted_voxels": int(pred.sum()), "blobs": len(blobs),
+           "true_blobs": int(sum(b["true"] for b in blobs)),
+           **lesion_wise(truth, pred, voxel_mm3, gt_dilation, min_volume_mm3)}
+    return row, blobs
+
+
+def reference(cohort: Path, gt_dir: Path, pattern: str = "{case}/{case}-seg.nii.gz",
+              gt_dilation: int = 3, min_volume_mm3: float = 50.0) -> dict:
+    regions: dict = {}
+    primary_rows, primary_blobs, label_rows = [], [], []
+    for folder in sorted(p for p in Path(cohort).iterdir() if (p / "report.json").is_file()):
+        report = json.loads((folder / "report.json").read_text())
+        case = report["case"]["id"]
+        gt_path = Path(gt_dir) / pattern.replace("{case}", case).replace("{folder}", folder.name)
+        gt_image = nib.load(str(gt_path))
+        seg = load_int(gt_path)
+        voxel_mm3 = float(np.prod(gt_image.header.get_zooms()[:3]))
+        for i, region in enumerate(region_list(report)):
+            row, blobs = evaluate_region(folder, case, region, seg, voxel_mm3, gt_dilation,
+                                         min_volume_mm3)
+            entry = regions.setdefault(region["name"], {"cases": [], "blobs": []})
+            entry["cases"].append(row)
+            entry["blobs"] += blobs
+            if i == 0:
+                primary_rows.append(row)
+                primary_blobs += blobs
+        if report.get("label_map"):
+            brats = load_int(folder / "labels-brats.nii.gz")
+            for entry in report["label_map"]["labels"]:
+                pred, truth = brats == entry["label"], seg == entry["label"]
+                label_rows.append({"case": case, "folder": folder.name,
+                                   "label": entry["label"], "name": entry["name"],
+                                   "gt_voxels": int(truth.sum()),
+                                   "predicted_voxels": int(pred.sum()),
+                                   "dice": dice(pred, truth)})
+    for entry in regions.values():
+        entry["detectors"] = detectors_of(entry["blobs"])
+    return {"cases": primary_rows, "blobs": primary_blobs,
+            "detectors": detectors_of(primary_blobs), "regions": regions, "labels": label_rows}
 
 
 def main() -> None:

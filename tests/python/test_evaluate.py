@@ -351,3 +351,201 @@ def test_a_bad_lesion_volume_is_a_usage_error(dilation_cohort, tmp_path, volume)
                     f"--lesion-min-volume-mm3={volume}")
     assert proc.returncode == 2, proc.stderr
     assert "--lesion-min-volume-mm3" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# regions: runs of a four-class softmax model (WT, TC, ET and the BraTS label map) beside a
+# one-region run, against tests/python/evaluate_reference.py
+# --------------------------------------------------------------------------------------------
+SOFTMAX_OUTPUTS = {"softmax": [{"name": "background", "label": 0}, {"name": "NETC", "label": 1},
+                               {"name": "SNFH", "label": 2}, {"name": "ET", "label": 3}]}
+# class logits (background, NETC, SNFH, ET) from the z-scored channels (t1n, t1c, t2w, t2f) and a
+# bias: a multinomial logistic regression on the small case's brain voxels, rounded and made
+# less sure, so the small case's label map has Dice about 0.64 / 0.99 / 0.99 and the noise
+# passes give some false blobs
+SOFTMAX_WEIGHTS = np.array([[1, 0, -2, -4], [-2, 0, 1, 1], [1, -2, 1, 3], [0, 2, 1, 0]],
+                           np.float32)
+SOFTMAX_BIAS = np.array([7, -1, -3, -1], np.float32)
+PHANTOM_ID = "PHANTOM-00011-000"
+
+
+def softmax_model(path: Path) -> Path:
+    """A pointwise (1x1x1 Conv) four-class model, 4 input channels -> 4 class logits."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, "D", "H", "W"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "D", "H", "W"])
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[1, 1, 1])
+    graph = helper.make_graph(
+        [node], "four_classes", [x], [y],
+        [numpy_helper.from_array(SOFTMAX_WEIGHTS.reshape(4, 4, 1, 1, 1), "w"),
+         numpy_helper.from_array(SOFTMAX_BIAS, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def region_cohort(tmp_path_factory):
+    """Runs: the four-class model on the small case and on a second phantom (with comparison),
+    the same with nothing above the threshold (every region's prediction empty), and the demo
+    one-logit model on the small case (one region, WT, every non-zero label). The second
+    phantom's GT has its ET relabelled NETC, so its ET GT is empty."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_config
+
+    root = tmp_path_factory.mktemp("regions")
+    phantom = root / "phantom"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "phantom.py"), "--out", str(phantom),
+                    "--case-id", PHANTOM_ID, "--shape", "64", "72", "40", "--spacing", "1", "1",
+                    "1", "--seed", "11", "--tumors", "2"], check=True, capture_output=True)
+    gt_dir = root / "gt"
+    gt_dir.mkdir()
+    shutil.copy(CASE_DIR / f"{CASE_ID}-seg.nii.gz", gt_dir)
+    seg = nib.load(str(phantom / f"{PHANTOM_ID}-seg.nii.gz"))
+    relabelled = np.asarray(seg.dataobj).copy()
+    relabelled[relabelled == 3] = 1
+    nib.save(nib.Nifti1Image(relabelled, seg.affine, seg.header),
+             str(gt_dir / f"{PHANTOM_ID}-seg.nii.gz"))
+    config = write_config(root / "four.yaml", [{
+        "path": str(softmax_model(root / "four.onnx")), "patch_size": [16, 32, 32],
+        "outputs": SOFTMAX_OUTPUTS}])
+    cohort = root / "cohort"
+    common = ["--passes", "2", "--seed", "1", "--compare-deterministic"]
+    runs = {
+        "a-four-small": run_ok(cohort / "a-four-small", "--pipeline", config, *case_args(),
+                               *common),
+        "b-four-phantom": run_ok(cohort / "b-four-phantom", "--pipeline", config,
+                                 "--case", phantom, *common),
+        "c-four-empty": run_ok(cohort / "c-four-empty", "--pipeline", config, *case_args(),
+                               *common, "--threshold", "50"),
+        "d-one-region": run_ok(cohort / "d-one-region", "--model", model_path("unet-p32"),
+                               *case_args(), *common, "--threshold", "4"),
+    }
+    proc = stochseg("evaluate", cohort, "--gt", gt_dir, "--gt-pattern", "{case}-seg.nii.gz",
+                    "--bootstrap", "100", "--seed", "5")
+    assert proc.returncode == 0, proc.stderr
+    ev = load_yaml((cohort / "evaluation.yaml").read_text())
+    ref = reference_module().reference(cohort, gt_dir, "{case}-seg.nii.gz")
+    return cohort, gt_dir, runs, ev, ref
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+REGION_KEYS = ("gt_voxels", "predicted_voxels", "gt_lesions", "small_lesions", "lesion_tp",
+               "lesion_fn", "lesion_fp", "blobs", "true_blobs")
+
+
+def test_the_runs_give_the_regions_and_edge_cases_the_test_needs(region_cohort):
+    _, _, runs, ev, _ = region_cohort
+    assert sorted(runs["a-four-small"].report["regions"]) == ["ET", "TC", "WT"]
+    assert runs["a-four-small"].report["label_map"]["rule"] == "argmax"
+    assert "regions" not in runs["d-one-region"].report
+    assert sorted(ev["regions"]) == ["ET", "TC", "WT"]
+    rows = {(r["folder"], r["region"]): r for name in ev["regions"]
+            for r in ev["regions"][name]["cases"]}
+    assert len(rows) == 3 * 3 + 1
+    # every region found something in the small case, nothing where nothing passed the threshold
+    assert all(rows[("a-four-small", r)]["predicted_voxels"] > 0 for r in ("WT", "TC", "ET"))
+    assert all(rows[("c-four-empty", r)]["predicted_voxels"] == 0 for r in ("WT", "TC", "ET"))
+    assert rows[("b-four-phantom", "ET")]["gt_voxels"] == 0
+    assert rows[("b-four-phantom", "ET")]["predicted_voxels"] > 0
+    assert rows[("d-one-region", "WT")]["labels"] == "nonzero"
+    assert rows[("a-four-small", "TC")]["labels"] == "1;3"
+
+
+def test_every_region_equals_the_reference(region_cohort):
+    cohort, _, _, ev, ref = region_cohort
+    for name, theirs in ref["regions"].items():
+        mine = ev["regions"][name]
+        assert [(c["folder"], c["case"]) for c in mine["cases"]] == \
+            [(c["folder"], c["case"]) for c in theirs["cases"]], name
+        for m, t in zip(mine["cases"], theirs["cases"]):
+            where = (name, m["folder"])
+            for key in REGION_KEYS:
+                assert m[key] == t[key], (where, key)
+            assert m["dice"] == pytest.approx(t["dice"], abs=1e-12), where
+            assert m["lesion_dice"] == pytest.approx(t["lesion_dice"], abs=1e-12), where
+            assert m["lesion_sensitivity"] == (
+                None if t["lesion_sensitivity"] is None
+                else pytest.approx(t["lesion_sensitivity"], abs=1e-12)), where
+        totals = mine["totals"]
+        assert totals["mean_dice"] == pytest.approx(np.mean([c["dice"] for c in theirs["cases"]]))
+        assert totals["mean_lesion_dice"] == pytest.approx(
+            np.mean([c["lesion_dice"] for c in theirs["cases"]]))
+        assert (totals["blobs"], totals["true_blobs"]) == (
+            len(theirs["blobs"]), sum(b["true"] for b in theirs["blobs"]))
+        detectors = {d["score"]: d for d in mine["detectors"]}
+        assert set(theirs["detectors"]) <= set(detectors), name
+        for score, r in theirs["detectors"].items():
+            d = detectors[score]
+            assert d["auc"]["value"] == pytest.approx(r["auc"], abs=1e-12), (name, score)
+            assert d["average_precision"]["value"] == pytest.approx(
+                r["average_precision"], abs=1e-12), (name, score)
+            assert d["youden_threshold"] == pytest.approx(r["youden_threshold"]), (name, score)
+            assert d["youden_j"] == pytest.approx(r["youden_j"]), (name, score)
+    # some region has both true and false blobs, and a deterministic comparison
+    assert any("deterministic_mean_logit" in r["detectors"] for r in ref["regions"].values())
+    blobs = read_csv(cohort / "evaluation-region-blobs.csv")
+    truth = {(b["region"], b["folder"], int(b["id"])): b["is_true"] == "true" for b in blobs}
+    overlap = {(b["region"], b["folder"], int(b["id"])): int(b["overlap_voxels"]) for b in blobs}
+    expected = [b for r in ref["regions"].values() for b in r["blobs"]]
+    assert len(blobs) == len(expected) == len(truth)
+    for b in expected:
+        key = (b["region"], b["folder"], b["id"])
+        assert truth[key] == b["true"] and overlap[key] == b["overlap_voxels"], key
+
+
+def test_the_primary_region_keeps_todays_keys_and_columns(region_cohort):
+    cohort, _, _, ev, ref = region_cohort
+    assert [c["folder"] for c in ev["cases"]] == [c["folder"] for c in ref["cases"]]
+    wt = {c["folder"]: c for c in ev["regions"]["WT"]["cases"]}
+    for c in ev["cases"]:
+        for key in ("dice", "lesion_dice", "gt_lesions", "lesion_tp", "lesion_fp", "blobs",
+                    "true_blobs"):
+            assert c[key] == wt[c["folder"]][key], (c["folder"], key)
+    assert ev["totals"] == ev["regions"]["WT"]["totals"]
+    with open(cohort / "evaluation-cases.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header == ["folder", "case", "dice", "gt_lesions", "small_lesions", "lesion_tp",
+                      "lesion_fn", "lesion_fp", "lesion_dice", "lesion_sensitivity",
+                      "gt_dilation", "lesion_min_volume_mm3", "blobs", "true_blobs",
+                      "false_blobs"]
+    with open(cohort / "evaluation-blobs.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header == ["case", "id", "voxels", "overlap_voxels", "is_true", "mean_logit",
+                      "mean_probability", "deterministic_mean_logit"]
+    assert len(read_csv(cohort / "evaluation-blobs.csv")) == len(ref["blobs"])
+    # the per-region CSV is the YAML's rows
+    rows = read_csv(cohort / "evaluation-regions.csv")
+    yaml_rows = [r for name in ev["regions"] for r in ev["regions"][name]["cases"]]
+    assert len(rows) == len(yaml_rows)
+    by_key = {(r["folder"], r["region"]): r for r in yaml_rows}
+    for r in rows:
+        y = by_key[(r["folder"], r["region"])]
+        assert float(r["dice"]) == pytest.approx(y["dice"], abs=1e-15)
+        assert int(r["true_blobs"]) == y["true_blobs"]
+
+
+def test_label_map_dice_per_label_equals_the_reference(region_cohort):
+    cohort, _, _, ev, ref = region_cohort
+    mine = ev["label_map"]["cases"]
+    assert [(r["folder"], r["name"]) for r in mine] == [(r["folder"], r["name"])
+                                                         for r in ref["labels"]]
+    assert {r["name"] for r in mine} == {"NETC", "SNFH", "ET"}
+    for m, t in zip(mine, ref["labels"]):
+        assert (m["label"], m["gt_voxels"], m["predicted_voxels"]) == \
+            (t["label"], t["gt_voxels"], t["predicted_voxels"])
+        assert m["dice"] == pytest.approx(t["dice"], abs=1e-12)
+    for name, mean in ev["label_map"]["mean_dice"].items():
+        assert mean == pytest.approx(np.mean([t["dice"] for t in ref["labels"]
+                                              if t["name"] == name]))
+    assert len(read_csv(cohort / "evaluation-labels.csv")) == len(mine)
