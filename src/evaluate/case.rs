@@ -6,20 +6,25 @@
 //! become whole numbers (values at most 0.5 are 0). A region's files carry its suffix: none for
 //! the primary region (`labels.nii.gz`), `-<region>` for the others (`labels-TC.nii.gz`), the
 //! names `pipeline::MapKind` gives them; blob ids are the values of the region's labels map.
+//! Every region's uncertainty map is `uncertainty-<region>.nii.gz` (whole numbers 0-100); the
+//! brain mask the uncertainty measures need comes from the run's inputs.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, Zip};
 use serde::Serialize;
 
-use super::EvaluateOptions;
+use super::options::EvaluateOptions;
+use super::uncertainty::{self, QuBrats, Reliability, Retention, Tally, MAX_UNCERTAINTY};
 use crate::compare::Comparison;
 use crate::error::Error;
+use crate::io::case::CaseSpec;
 use crate::io::{nifti, InputError};
-use crate::lesionwise::{self, LesionRule};
-use crate::pipeline::{MapKind, LABEL_MAP_FILE};
-use crate::report::{BlobEntry, LabelMapInfo, Report};
+use crate::lesionwise;
+use crate::pipeline::{DicomInput, MapKind, LABEL_MAP_FILE};
+use crate::report::{BlobEntry, InputEntry, LabelMapInfo, Report};
 
 /// What one run folder gave.
 #[derive(Debug, Clone)]
@@ -37,6 +42,16 @@ pub struct CaseEvaluation {
 pub struct RegionCase {
     pub row: RegionCaseResult,
     pub blobs: Vec<BlobResult>,
+    pub uncertainty: RegionUncertainty,
+}
+
+/// A region's uncertainty measures, each absent when its map (or the brain mask) is, with why.
+#[derive(Debug, Clone, Default)]
+pub struct RegionUncertainty {
+    pub qubrats: Option<QuBrats>,
+    pub retention: Option<Retention>,
+    pub reliability: Option<Reliability>,
+    pub notes: Vec<String>,
 }
 
 /// One region of one case (a row of `evaluation-regions.csv`).
@@ -62,6 +77,17 @@ pub struct RegionCaseResult {
     pub blobs: usize,
     pub true_blobs: usize,
     pub false_blobs: usize,
+    /// The QU-BraTS score and its curves' areas (with `uncertainty-<region>.nii.gz`).
+    pub qubrats_score: Option<f64>,
+    pub qubrats_auc_dice: Option<f64>,
+    pub qubrats_auc_ftp: Option<f64>,
+    pub qubrats_auc_ftn: Option<f64>,
+    /// The area under the retention curve (with `uncertainty-<region>.nii.gz`).
+    pub retention_auc: Option<f64>,
+    /// The voxels' expected calibration error (with the region's probability map).
+    pub ece: Option<f64>,
+    /// Why a measure above is missing.
+    pub uncertainty_note: Option<String>,
 }
 
 /// One blob of one region (a row of `evaluation-blobs.csv` for the primary region).
@@ -108,14 +134,17 @@ struct CaseContext<'a> {
     gt: &'a Array3<u32>,
     gt_path: &'a Path,
     voxel_volume_mm3: f64,
-    rule: &'a LesionRule,
+    opts: &'a EvaluateOptions,
+    inputs: &'a [InputEntry],
+    /// The brain mask, read from the inputs when a region first needs it.
+    brain: OnceCell<Result<Array3<bool>, String>>,
 }
 
 impl CaseContext<'_> {
-    /// A map of the run folder as whole numbers, on the GT's grid.
-    fn read_map(&self, name: &str) -> Result<Array3<u32>, Error> {
+    /// A map of the run folder on the GT's grid.
+    fn read_grid(&self, name: &str) -> Result<(PathBuf, Array3<f32>), Error> {
         let path = self.folder.join(name);
-        let (map, _) = read_labels(&path)?;
+        let map = nifti::read_volume(&path, usize::MAX)?.data;
         if map.dim() != self.gt.dim() {
             return Err(InputError::Format {
                 path: self.gt_path.to_path_buf(),
@@ -128,8 +157,83 @@ impl CaseContext<'_> {
             }
             .into());
         }
+        Ok((path, map))
+    }
+
+    /// A map of the run folder as whole numbers, on the GT's grid.
+    fn read_map(&self, name: &str) -> Result<Array3<u32>, Error> {
+        Ok(whole_numbers(&self.read_grid(name)?.1))
+    }
+
+    /// An uncertainty map: whole numbers 0..=100.
+    fn read_uncertainty(&self, name: &str) -> Result<Array3<u8>, Error> {
+        let (path, map) = self.read_grid(name)?;
+        let max = f32::from(MAX_UNCERTAINTY);
+        if let Some(v) = map
+            .iter()
+            .find(|&&v| !(v.fract() == 0.0 && (0.0..=max).contains(&v)))
+        {
+            return Err(format_error(
+                &path,
+                format!("an uncertainty map holds whole numbers from 0 to 100, not {v}"),
+            ));
+        }
+        Ok(map.mapv(|v| v as u8))
+    }
+
+    /// A probability map: values in [0, 1].
+    fn read_probability(&self, name: &str) -> Result<Array3<f32>, Error> {
+        let (path, map) = self.read_grid(name)?;
+        if let Some(v) = map.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+            return Err(format_error(
+                &path,
+                format!("a probability map holds values from 0 to 1, not {v}"),
+            ));
+        }
         Ok(map)
     }
+
+    /// The brain mask, or why there is none.
+    fn brain(&self) -> Result<&Array3<bool>, String> {
+        self.brain
+            .get_or_init(|| load_brain(self.inputs, self.gt.dim()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+fn format_error(path: &Path, reason: String) -> Error {
+    InputError::Format {
+        path: path.to_path_buf(),
+        reason,
+    }
+    .into()
+}
+
+/// The brain mask of the run's inputs (`case.inputs`, read with stochseg's own case reader;
+/// relative paths against the working directory, as the run had them): every voxel where any
+/// channel is nonzero, as the run's preprocessing defines it.
+fn load_brain(inputs: &[InputEntry], shape: (usize, usize, usize)) -> Result<Array3<bool>, String> {
+    if inputs.is_empty() {
+        return Err("the report lists no input".into());
+    }
+    let files: Vec<(String, PathBuf)> = inputs
+        .iter()
+        .map(|i| (i.channel.clone(), i.path.clone()))
+        .collect();
+    let channels: Vec<String> = files.iter().map(|(c, _)| c.clone()).collect();
+    let resolved =
+        crate::io::case::resolve(&CaseSpec::Files(files), &channels, &DicomInput::default())
+            .map_err(|e| e.to_string())?;
+    let case = crate::io::case::load(&resolved, usize::MAX).map_err(|e| e.to_string())?;
+    let brain = crate::preprocess::brain_mask(case.images.view());
+    if brain.dim() != shape {
+        return Err(format!(
+            "the inputs' grid {:?} differs from the GT's {shape:?}",
+            brain.dim()
+        ));
+    }
+    Ok(brain)
 }
 
 /// Evaluates the run in `folder`.
@@ -148,7 +252,9 @@ pub fn evaluate_case(folder: &Path, opts: &EvaluateOptions) -> Result<CaseEvalua
         gt: &gt,
         gt_path: &gt_path,
         voxel_volume_mm3,
-        rule: &opts.lesion_rule,
+        opts,
+        inputs: &report.case.inputs,
+        brain: OnceCell::new(),
     };
     let regions = region_sources(&report)
         .iter()
@@ -210,11 +316,16 @@ fn region_case(ctx: &CaseContext, source: &RegionSource) -> Result<RegionCase, E
     let blob_ids = ctx.read_map(&MapKind::Labels.file_name_for(&source.suffix))?;
     let truth = region_mask(ctx.gt, source.labels);
     let pred = blob_ids.mapv(|l| l > 0);
-    let lesions = lesionwise::group(truth.view(), ctx.rule.gt_dilation);
-    let scores = lesionwise::score(&lesions, pred.view(), ctx.voxel_volume_mm3, ctx.rule);
+    let rule = &ctx.opts.lesion_rule;
+    let lesions = lesionwise::group(truth.view(), rule.gt_dilation);
+    let scores = lesionwise::score(&lesions, pred.view(), ctx.voxel_volume_mm3, rule);
     let blobs = blob_results(ctx.case, source, &blob_ids, &truth, &lesions.dilated);
     let overlap = Overlap::of(&pred, &truth);
     let true_blobs = blobs.iter().filter(|b| b.is_true).count();
+    let u = region_uncertainty(ctx, source, &pred, &truth)?;
+    for note in &u.notes {
+        tracing::warn!(folder = ctx.folder_name, region = source.name, "{note}");
+    }
     let row = RegionCaseResult {
         folder: ctx.folder_name.to_string(),
         case: ctx.case.to_string(),
@@ -233,8 +344,72 @@ fn region_case(ctx: &CaseContext, source: &RegionSource) -> Result<RegionCase, E
         blobs: blobs.len(),
         true_blobs,
         false_blobs: blobs.len() - true_blobs,
+        qubrats_score: u.qubrats.as_ref().map(|q| q.score),
+        qubrats_auc_dice: u.qubrats.as_ref().map(|q| q.auc_dice),
+        qubrats_auc_ftp: u.qubrats.as_ref().map(|q| q.auc_ftp),
+        qubrats_auc_ftn: u.qubrats.as_ref().map(|q| q.auc_ftn),
+        retention_auc: u.retention.as_ref().map(|r| r.auc),
+        ece: u.reliability.as_ref().and_then(Reliability::ece),
+        uncertainty_note: (!u.notes.is_empty()).then(|| u.notes.join("; ")),
     };
-    Ok(RegionCase { row, blobs })
+    Ok(RegionCase {
+        row,
+        blobs,
+        uncertainty: u,
+    })
+}
+
+/// The QU-BraTS curves and retention from `uncertainty-<region>.nii.gz`, the voxel calibration
+/// from the region's probability map; a missing map (or brain mask) skips its measures, noted.
+fn region_uncertainty(
+    ctx: &CaseContext,
+    source: &RegionSource,
+    pred: &Array3<bool>,
+    truth: &Array3<bool>,
+) -> Result<RegionUncertainty, Error> {
+    let uncertainty_name = uncertainty_file(source.name);
+    let probability_name = MapKind::Probability.file_name_for(&source.suffix);
+    let has_uncertainty = ctx.folder.join(&uncertainty_name).is_file();
+    let has_probability = ctx.folder.join(&probability_name).is_file();
+    let mut out = RegionUncertainty::default();
+    if !has_uncertainty {
+        out.notes.push(format!(
+            "no {uncertainty_name}: QU-BraTS and retention skipped"
+        ));
+    }
+    if !has_probability {
+        out.notes
+            .push(format!("no {probability_name}: voxel calibration skipped"));
+    }
+    if !(has_uncertainty || has_probability) {
+        return Ok(out);
+    }
+    let brain = match ctx.brain() {
+        Ok(brain) => brain,
+        Err(reason) => {
+            out.notes.push(format!(
+                "no brain mask from case.inputs ({reason}): QU-BraTS, retention and voxel calibration skipped"
+            ));
+            return Ok(out);
+        }
+    };
+    let opts = ctx.opts;
+    if has_uncertainty {
+        let map = ctx.read_uncertainty(&uncertainty_name)?;
+        let tally = Tally::new(pred, truth, brain, &map);
+        out.qubrats = Some(uncertainty::qubrats(&tally, opts.qubrats_points));
+        out.retention = Some(uncertainty::retention(&tally, opts.retention_steps));
+    }
+    if has_probability {
+        let map = ctx.read_probability(&probability_name)?;
+        out.reliability = Some(Reliability::of(&map, truth, brain, opts.ece_bins));
+    }
+    Ok(out)
+}
+
+/// A region's uncertainty map: `uncertainty-<region>.nii.gz`, the primary region's too.
+pub fn uncertainty_file(region: &str) -> String {
+    format!("uncertainty-{region}.nii.gz")
 }
 
 fn labels_text(labels: Option<&[u8]>) -> String {
@@ -351,10 +526,14 @@ fn label_dice(ctx: &CaseContext, info: &LabelMapInfo) -> Result<Vec<LabelDice>, 
 /// A label map as whole numbers (values at most 0.5 are 0) and its voxel volume in mm³.
 fn read_labels(path: &Path) -> Result<(Array3<u32>, f64), Error> {
     let image = nifti::read_volume(path, usize::MAX)?;
-    let labels = image
-        .data
-        .mapv(|v| if v > 0.5 { v.round() as u32 } else { 0 });
-    Ok((labels, image.geometry.voxel_volume_mm3()))
+    Ok((
+        whole_numbers(&image.data),
+        image.geometry.voxel_volume_mm3(),
+    ))
+}
+
+fn whole_numbers(map: &Array3<f32>) -> Array3<u32> {
+    map.mapv(|v| if v > 0.5 { v.round() as u32 } else { 0 })
 }
 
 #[cfg(test)]

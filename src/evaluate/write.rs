@@ -8,15 +8,22 @@
 //! | `evaluation-regions.csv` | each case and region ([`RegionCaseResult`]) |
 //! | `evaluation-region-blobs.csv` | every region's blobs, led by `region` and `folder` columns |
 //! | `evaluation-labels.csv` | each case and label of the label maps ([`LabelDice`]), when some run has one |
+//! | `evaluation-qubrats.csv` | the QU-BraTS curves of each case and region with an uncertainty map, one row per threshold |
+//! | `evaluation-retention.csv` | the retention curve of each case and region with an uncertainty map, one row per referred fraction |
 //! | `evaluation-roc.png`, `evaluation-calibration.png` | the primary regions' blob ROC and calibration |
+//! | `evaluation-reliability.png` | per region, the pooled voxel calibration bins (fraction in the GT against mean probability) |
+//! | `evaluation-retention.png` | per region, the mean retention curve (Dice against the referred fraction) |
+//!
+//! The last four only when some case has the maps they need.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::case::{BlobResult, CaseEvaluation, RegionCaseResult};
+use super::case::{BlobResult, CaseEvaluation, RegionCase, RegionCaseResult};
+use super::cohort::Evaluation;
 use super::detect::roc_curve;
-use super::Evaluation;
+use crate::figures::curves::{curves_png, Series, PALETTE};
 use crate::output::OutputError;
 
 /// One blob of one region (a row of `evaluation-region-blobs.csv`).
@@ -49,6 +56,62 @@ impl<'a> RegionBlobRow<'a> {
             deterministic_mean_logit: b.deterministic_mean_logit,
         }
     }
+}
+
+/// One threshold of one case's QU-BraTS curves (a row of `evaluation-qubrats.csv`).
+#[derive(Debug, Serialize)]
+struct QuBratsRow<'a> {
+    folder: &'a str,
+    case: &'a str,
+    region: &'a str,
+    threshold: f64,
+    dice: f64,
+    ftp_ratio: f64,
+    ftn_ratio: f64,
+}
+
+/// One point of one case's retention curve (a row of `evaluation-retention.csv`).
+#[derive(Debug, Serialize)]
+struct RetentionRow<'a> {
+    folder: &'a str,
+    case: &'a str,
+    region: &'a str,
+    referred_fraction: f64,
+    dice: f64,
+}
+
+fn qubrats_rows<'a>(r: &'a RegionCase) -> Vec<QuBratsRow<'a>> {
+    let Some(q) = &r.uncertainty.qubrats else {
+        return Vec::new();
+    };
+    (0..q.thresholds.len())
+        .map(|i| QuBratsRow {
+            folder: &r.row.folder,
+            case: &r.row.case,
+            region: &r.row.region,
+            threshold: q.thresholds[i],
+            dice: q.dice[i],
+            ftp_ratio: q.ftp_ratio[i],
+            ftn_ratio: q.ftn_ratio[i],
+        })
+        .collect()
+}
+
+fn retention_rows<'a>(r: &'a RegionCase) -> Vec<RetentionRow<'a>> {
+    let Some(c) = &r.uncertainty.retention else {
+        return Vec::new();
+    };
+    c.referred_fraction
+        .iter()
+        .zip(&c.dice)
+        .map(|(&referred_fraction, &dice)| RetentionRow {
+            folder: &r.row.folder,
+            case: &r.row.case,
+            region: &r.row.region,
+            referred_fraction,
+            dice,
+        })
+        .collect()
 }
 
 fn io_error(path: &Path, reason: String) -> OutputError {
@@ -87,10 +150,21 @@ pub fn write(
     if let Some(labels) = &evaluation.label_map {
         files.push(csv_file(out, "evaluation-labels.csv", &labels.cases)?);
     }
-    files.extend(
-        write_plots(out, evaluation, &primary_blobs)
-            .map_err(|(p, e)| io_error(&p, e.to_string()))?,
-    );
+    let qubrats: Vec<QuBratsRow> = region_rows.iter().flat_map(|r| qubrats_rows(r)).collect();
+    if !qubrats.is_empty() {
+        files.push(csv_file(out, "evaluation-qubrats.csv", &qubrats)?);
+    }
+    let retention: Vec<RetentionRow> = region_rows.iter().flat_map(|r| retention_rows(r)).collect();
+    if !retention.is_empty() {
+        files.push(csv_file(out, "evaluation-retention.csv", &retention)?);
+    }
+    let plots = write_plots(out, evaluation, &primary_blobs)
+        .and_then(|mut p| {
+            p.extend(write_uncertainty_plots(out, evaluation)?);
+            Ok(p)
+        })
+        .map_err(|(p, e)| io_error(&p, e.to_string()))?;
+    files.extend(plots);
     Ok(files)
 }
 
@@ -117,7 +191,6 @@ fn write_plots(
     evaluation: &Evaluation,
     blobs: &[&BlobResult],
 ) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
-    use crate::figures::curves::{curves_png, Series};
     use crate::figures::{BLUE, ORANGE};
     let truth: Vec<bool> = blobs.iter().map(|b| b.is_true).collect();
     let stochastic: Vec<f64> = blobs.iter().map(|b| b.mean_logit).collect();
@@ -166,4 +239,69 @@ fn write_plots(
     )
     .map_err(|e| (calibration_path.clone(), e))?;
     Ok(vec![roc_path, calibration_path])
+}
+
+/// `evaluation-reliability.png` (per region, the pooled voxel calibration bins) and
+/// `evaluation-retention.png` (per region, the mean retention curve), each when some region has
+/// its numbers; regions in name order, coloured from the palette.
+fn write_uncertainty_plots(
+    out: &Path,
+    evaluation: &Evaluation,
+) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let mut reliability: Vec<(String, Vec<[f64; 2]>)> = Vec::new();
+    let mut retention: Vec<(String, Vec<[f64; 2]>)> = Vec::new();
+    for (name, r) in &evaluation.regions {
+        if let Some(c) = &r.voxel_calibration {
+            let points = c
+                .bins
+                .iter()
+                .filter_map(|b| Some([b.mean_probability?, b.fraction_in_gt?]))
+                .collect();
+            reliability.push((name.clone(), points));
+        }
+        if let Some(c) = &r.retention {
+            let points = c
+                .referred_fraction
+                .iter()
+                .zip(&c.dice)
+                .map(|(&f, &d)| [f, d])
+                .collect();
+            retention.push((name.clone(), points));
+        }
+    }
+    let mut files = Vec::new();
+    let plots = [
+        (
+            "evaluation-reliability.png",
+            "VOXEL RELIABILITY",
+            ["MEAN PROBABILITY", "FRACTION IN GT"],
+            &reliability,
+        ),
+        (
+            "evaluation-retention.png",
+            "RETENTION",
+            ["FRACTION REFERRED", "DICE"],
+            &retention,
+        ),
+    ];
+    for (file, title, axes, curves) in plots {
+        if curves.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = curves.iter().map(|(n, _)| n.to_uppercase()).collect();
+        let series: Vec<Series> = curves
+            .iter()
+            .zip(&names)
+            .enumerate()
+            .map(|(i, ((_, points), name))| Series {
+                name,
+                colour: PALETTE[i % PALETTE.len()],
+                points,
+            })
+            .collect();
+        let path = out.join(file);
+        curves_png(&path, title, axes, &series).map_err(|e| (path.clone(), e))?;
+        files.push(path);
+    }
+    Ok(files)
 }

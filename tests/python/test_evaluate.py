@@ -549,3 +549,231 @@ def test_label_map_dice_per_label_equals_the_reference(region_cohort):
         assert mean == pytest.approx(np.mean([t["dice"] for t in ref["labels"]
                                               if t["name"] == name]))
     assert len(read_csv(cohort / "evaluation-labels.csv")) == len(mine)
+
+
+# --------------------------------------------------------------------------------------------
+# uncertainty: QU-BraTS, retention and voxel calibration from synthetic uncertainty maps written
+# into copies of the region cohort's runs, against evaluate_reference.uncertainty_reference
+# --------------------------------------------------------------------------------------------
+def from_probability(folder: Path, region_file: str) -> np.ndarray:
+    """100 x (1 - |2p - 1|), rounded: 0 where the run is sure, 100 at p = 0.5."""
+    p = np.asarray(nib.load(str(folder / region_file)).dataobj, dtype=np.float64)
+    return np.rint(100 * (1 - np.abs(2 * p - 1)))
+
+
+def probability_file(region: str) -> str:
+    return "probability.nii.gz" if region == "WT" else f"probability-{region}.nii.gz"
+
+
+# (folder, region) -> how its uncertainty map is made: the run's own probability, all certain
+# (zeros), or random whole numbers 0-100
+MAPS = {
+    ("a-four-small", "WT"): "probability", ("a-four-small", "TC"): "certain",
+    ("a-four-small", "ET"): "probability",
+    ("b-four-phantom", "WT"): "random", ("b-four-phantom", "TC"): "probability",
+    ("b-four-phantom", "ET"): "probability",  # an empty GT
+    ("c-four-empty", "WT"): "probability", ("c-four-empty", "TC"): "probability",  # nothing
+    ("c-four-empty", "ET"): "probability",                                         # predicted
+    ("d-one-region", "WT"): "probability",
+}
+
+
+def write_uncertainty(folder: Path, region: str, how: str, rng) -> None:
+    labels = nib.load(str(folder / "labels.nii.gz"))
+    if how == "probability":
+        u = from_probability(folder, probability_file(region))
+    elif how == "certain":
+        u = np.zeros(labels.shape)
+    else:
+        u = rng.integers(0, 101, labels.shape)
+    nib.save(nib.Nifti1Image(u.astype(np.uint8), labels.affine),
+             str(folder / f"uncertainty-{region}.nii.gz"))
+
+
+@pytest.fixture(scope="module")
+def uncertainty_cohort(region_cohort, tmp_path_factory):
+    """The region cohort's runs with the maps of MAPS, and `e-no-maps`: the one-region run
+    without an uncertainty map (its probability map kept)."""
+    cohort, gt_dir, runs, _, _ = region_cohort
+    root = tmp_path_factory.mktemp("uncertainty")
+    ucohort = root / "cohort"
+    for name in runs:
+        shutil.copytree(cohort / name, ucohort / name)
+    shutil.copytree(cohort / "d-one-region", ucohort / "e-no-maps")
+    for old in ucohort.glob("*/uncertainty-*.nii.gz"):
+        old.unlink()
+    rng = np.random.default_rng(0)
+    for (folder, region), how in MAPS.items():
+        write_uncertainty(ucohort / folder, region, how, rng)
+    proc = stochseg("evaluate", ucohort, "--gt", gt_dir, "--gt-pattern", "{case}-seg.nii.gz",
+                    "--bootstrap", "20")
+    assert proc.returncode == 0, proc.stderr
+    ev = load_yaml((ucohort / "evaluation.yaml").read_text())
+    ref = reference_module().uncertainty_reference(ucohort, gt_dir, "{case}-seg.nii.gz")
+    return ucohort, gt_dir, proc, ev, ref
+
+
+def region_rows(ev) -> dict:
+    return {(r["folder"], r["region"]): r for name in ev["regions"]
+            for r in ev["regions"][name]["cases"]}
+
+
+def test_per_case_uncertainty_measures_equal_the_reference(uncertainty_cohort):
+    cohort, _, _, ev, ref = uncertainty_cohort
+    rows = region_rows(ev)
+    assert set(ref["rows"]) == set(rows)  # every region has a probability map
+    for key, r in ref["rows"].items():
+        mine = rows[key]
+        if "qubrats" in r:
+            q = r["qubrats"]
+            assert mine["qubrats_score"] == pytest.approx(q["score"], abs=1e-12), key
+            for k in ("auc_dice", "auc_ftp", "auc_ftn"):
+                assert mine[f"qubrats_{k}"] == pytest.approx(q[k], abs=1e-12), (key, k)
+            assert mine["retention_auc"] == pytest.approx(r["retention"]["auc"], abs=1e-12), key
+        else:
+            assert mine["qubrats_score"] is None and mine["retention_auc"] is None, key
+        assert mine["ece"] == pytest.approx(r["ece"], abs=1e-12), key
+    curves = read_csv(cohort / "evaluation-qubrats.csv")
+    assert len(curves) == 41 * len(MAPS)
+    for c in curves:
+        q = ref["rows"][(c["folder"], c["region"])]["qubrats"]
+        i = q["thresholds"].index(float(c["threshold"]))
+        for k in ("dice", "ftp_ratio", "ftn_ratio"):
+            assert float(c[k]) == pytest.approx(q[k][i], abs=1e-12), (c["folder"], k)
+    retention = read_csv(cohort / "evaluation-retention.csv")
+    assert len(retention) == 21 * len(MAPS)
+    for c in retention:
+        r = ref["rows"][(c["folder"], c["region"])]["retention"]
+        i = round(float(c["referred_fraction"]) * 20)
+        assert float(c["referred_fraction"]) == pytest.approx(r["referred_fraction"][i])
+        assert float(c["dice"]) == pytest.approx(r["dice"][i], abs=1e-12), c
+
+
+def test_pooled_uncertainty_measures_equal_the_reference(uncertainty_cohort):
+    _, _, _, ev, ref = uncertainty_cohort
+    assert set(ref["regions"]) == set(ev["regions"]) == {"WT", "TC", "ET"}
+    for name, theirs in ref["regions"].items():
+        mine = ev["regions"][name]
+        q, tq = mine["qubrats"], theirs["qubrats"]
+        assert q["cases"] == sum(1 for f, r in MAPS if r == name)
+        assert q["thresholds"] == [100 - 2.5 * k for k in range(41)]
+        for k in ("score", "auc_dice", "auc_ftp", "auc_ftn"):
+            assert q[k] == pytest.approx(tq[k], abs=1e-12), (name, k)
+        for k in ("dice", "ftp_ratio", "ftn_ratio"):
+            assert q[k] == pytest.approx(tq[k], abs=1e-12), (name, k)
+        r, tr = mine["retention"], theirs["retention"]
+        assert r["referred_fraction"] == pytest.approx([i / 20 for i in range(21)], abs=1e-15)
+        assert r["auc"] == pytest.approx(tr["auc"], abs=1e-12)
+        assert r["dice"] == pytest.approx(tr["dice"], abs=1e-12)
+        c, tc = mine["voxel_calibration"], theirs["voxel_calibration"]
+        assert (c["voxels"], [b["voxels"] for b in c["bins"]]) == (tc["voxels"], tc["count"])
+        assert c["ece"] == pytest.approx(tc["ece"], abs=1e-12)
+        for b, m, f in zip(c["bins"], tc["mean_probability"], tc["fraction_in_gt"]):
+            assert b["mean_probability"] == (None if m is None else pytest.approx(m, abs=1e-12))
+            assert b["fraction_in_gt"] == (None if f is None else pytest.approx(f, abs=1e-12))
+    assert "QU-BraTS" in ev["uncertainty_rules"]["qubrats"]
+
+
+def test_edge_cases_of_the_qubrats_score(uncertainty_cohort):
+    """All certain: nothing is filtered, so the Dice curve is the case's Dice, no TP or TN is
+    filtered and the score is (Dice + 2) / 3. Nothing predicted: no true positive, so the FTP
+    ratio is 0 at every threshold (the scorer's eps). An empty GT region: likewise."""
+    cohort, _, _, ev, _ = uncertainty_cohort
+    rows = region_rows(ev)
+    curves = read_csv(cohort / "evaluation-qubrats.csv")
+
+    def curve(folder, region, key):
+        return [float(c[key]) for c in curves if (c["folder"], c["region"]) == (folder, region)]
+
+    certain = rows[("a-four-small", "TC")]
+    assert curve("a-four-small", "TC", "dice") == pytest.approx([certain["dice"]] * 41,
+                                                                abs=1e-15)
+    assert curve("a-four-small", "TC", "ftp_ratio") == [0.0] * 41
+    assert curve("a-four-small", "TC", "ftn_ratio") == [0.0] * 41
+    assert certain["qubrats_score"] == pytest.approx((certain["dice"] + 2) / 3, abs=1e-12)
+    for folder, region in (("c-four-empty", "WT"), ("b-four-phantom", "ET")):
+        assert curve(folder, region, "ftp_ratio") == [0.0] * 41, (folder, region)
+    # nothing predicted and GT present: Dice 0 until every GT voxel is filtered
+    assert curve("c-four-empty", "WT", "dice")[0] == 0.0
+    # every measure is a number in [0, 1]
+    for r in rows.values():
+        for key in ("qubrats_score", "qubrats_auc_dice", "qubrats_auc_ftp", "qubrats_auc_ftn",
+                    "retention_auc", "ece"):
+            assert r[key] is None or 0.0 <= r[key] <= 1.0, (r["folder"], r["region"], key)
+
+
+def test_absent_uncertainty_maps_are_said_and_skipped(uncertainty_cohort):
+    _, _, proc, ev, _ = uncertainty_cohort
+    row = region_rows(ev)[("e-no-maps", "WT")]
+    assert row["qubrats_score"] is None and row["retention_auc"] is None
+    assert row["ece"] is not None
+    assert row["uncertainty_note"] == "no uncertainty-WT.nii.gz: QU-BraTS and retention skipped"
+    assert "no uncertainty-WT.nii.gz" in proc.stderr and "e-no-maps" in proc.stderr
+    assert all(r["uncertainty_note"] is None for k, r in region_rows(ev).items() if k in MAPS)
+
+
+def test_without_the_inputs_there_is_no_brain_mask_and_it_is_said(uncertainty_cohort, tmp_path):
+    cohort, gt_dir, _, _, _ = uncertainty_cohort
+    lone = tmp_path / "cohort"
+    shutil.copytree(cohort / "d-one-region", lone / "d-one-region")
+    report = json.loads((lone / "d-one-region" / "report.json").read_text())
+    for entry in report["case"]["inputs"]:
+        entry["path"] = str(tmp_path / "moved" / Path(entry["path"]).name)
+    (lone / "d-one-region" / "report.json").write_text(json.dumps(report))
+    proc = stochseg("evaluate", lone, "--gt", gt_dir, "--gt-pattern", "{case}-seg.nii.gz",
+                    "--bootstrap", "10")
+    assert proc.returncode == 0, proc.stderr
+    (row,) = load_yaml((lone / "evaluation.yaml").read_text())["regions"]["WT"]["cases"]
+    assert (row["qubrats_score"], row["retention_auc"], row["ece"]) == (None, None, None)
+    assert row["uncertainty_note"].startswith("no brain mask from case.inputs (")
+    assert "moved" in row["uncertainty_note"]
+    assert row["dice"] == region_rows(load_yaml((cohort / "evaluation.yaml").read_text()))[
+        ("d-one-region", "WT")]["dice"]
+
+
+@pytest.mark.parametrize("value", [101, 2.5])
+def test_a_malformed_uncertainty_map_is_refused(uncertainty_cohort, tmp_path, value):
+    cohort, gt_dir, _, _, _ = uncertainty_cohort
+    bad = tmp_path / "cohort"
+    shutil.copytree(cohort / "d-one-region", bad / "d-one-region")
+    path = bad / "d-one-region" / "uncertainty-WT.nii.gz"
+    img = nib.load(str(path))
+    u = np.asarray(img.dataobj).astype(np.float32)
+    u[0, 0, 0] = value
+    nib.save(nib.Nifti1Image(u, img.affine), str(path))
+    proc = stochseg("evaluate", bad, "--gt", gt_dir, "--gt-pattern", "{case}-seg.nii.gz",
+                    "--out", tmp_path / "o")
+    assert proc.returncode == 3, proc.stderr
+    line = error_line(proc)
+    assert f"{path}: an uncertainty map holds whole numbers from 0 to 100, not {value}" in line
+    assert not (tmp_path / "o" / "evaluation.yaml").exists()
+
+
+def test_reliability_and_retention_plots_show_the_pooled_numbers(uncertainty_cohort):
+    """evaluation-reliability.png and evaluation-retention.png: each region's points (regions
+    in name order: ET blue, TC orange, WT green) where the plot maps them."""
+    from test_compare import read_png
+
+    cohort, _, _, ev, _ = uncertainty_cohort
+    palette = {"ET": (31, 119, 180), "TC": (255, 127, 14), "WT": (44, 160, 44)}
+
+    def pixel(p):  # the plot's box: 360 px from (44, 44), y up
+        return round(44 + 359 - p[1] * 359), round(44 + p[0] * 359)
+
+    reliability = read_png(cohort / "evaluation-reliability.png")
+    retention = read_png(cohort / "evaluation-retention.png")
+    assert reliability.shape == retention.shape == (440, 420, 3)
+    own = {"reliability": 0, "retention": 0}
+    for name, colour in palette.items():
+        r = ev["regions"][name]
+        points = [(b["mean_probability"], b["fraction_in_gt"])
+                  for b in r["voxel_calibration"]["bins"] if b["voxels"]]
+        for p in points:
+            got = tuple(reliability[pixel(p)])
+            assert got in palette.values(), (name, p, got)
+            own["reliability"] += got == colour
+        for p in zip(r["retention"]["referred_fraction"], r["retention"]["dice"]):
+            got = tuple(retention[pixel(p)])
+            assert got in palette.values(), (name, p, got)
+            own["retention"] += got == colour
+    assert own["reliability"] > 10 and own["retention"] > 10, own
