@@ -492,6 +492,15 @@ def test_every_region_equals_the_reference(region_cohort):
                 r["average_precision"], abs=1e-12), (name, score)
             assert d["youden_threshold"] == pytest.approx(r["youden_threshold"]), (name, score)
             assert d["youden_j"] == pytest.approx(r["youden_j"]), (name, score)
+        # the blob calibration table: 10 bins of mean_probability, the last including 1
+        p = np.array([b["mean_probability"] for b in theirs["blobs"]])
+        y = np.array([b["true"] for b in theirs["blobs"]])
+        which = np.minimum((p * 10).astype(int), 9)
+        for i, b in enumerate(mine["calibration"]):
+            assert b["blobs"] == int((which == i).sum()), (name, i)
+            if b["blobs"]:
+                assert b["mean_probability"] == pytest.approx(p[which == i].mean(), abs=1e-12)
+                assert b["fraction_true"] == pytest.approx(y[which == i].mean(), abs=1e-12)
     # some region has both true and false blobs, and a deterministic comparison
     assert any("deterministic_mean_logit" in r["detectors"] for r in ref["regions"].values())
     blobs = read_csv(cohort / "evaluation-region-blobs.csv")
