@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use ndarray::{Array3, Zip};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
 use crate::blobs::{self, Blob};
@@ -23,7 +23,7 @@ use crate::stats::{DistributionInfo, Statistics, UncertaintyStatistics};
 use crate::uncertainty::UncertaintyMaps;
 
 /// The report's `comparison` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
     pub deterministic: DeterministicSummary,
     /// One entry per stochastic blob, in blob-id order.
@@ -31,7 +31,7 @@ pub struct Comparison {
 }
 
 /// The deterministic ensemble's own numbers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeterministicSummary {
     pub passes_per_model: usize,
     pub sigma: f32,
@@ -43,12 +43,14 @@ pub struct DeterministicSummary {
     /// minimum size).
     pub blobs_found: usize,
     /// Its uncertainty maps over the brain, on the stochastic run's edges: with one noise-free
-    /// pass per model only the models disagree (no within-model variance).
-    pub uncertainty: UncertaintyStatistics,
+    /// pass per model only the models disagree (no within-model variance). Absent from reports
+    /// of version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<UncertaintyStatistics>,
 }
 
 /// One stochastic blob under both ensembles.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobComparison {
     pub id: u32,
     pub voxels: usize,
@@ -60,11 +62,16 @@ pub struct BlobComparison {
     pub deterministic_model_mean_logits: BTreeMap<String, f64>,
     /// Mean entropy and mutual information (bits) over the blob under both ensembles, and the
     /// deterministic between-model logit variance.
-    pub stochastic_mean_entropy: f64,
-    pub deterministic_mean_entropy: f64,
-    pub stochastic_mean_mutual_information: f64,
-    pub deterministic_mean_mutual_information: f64,
-    pub deterministic_mean_logit_variance_between: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stochastic_mean_entropy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deterministic_mean_entropy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stochastic_mean_mutual_information: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deterministic_mean_mutual_information: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deterministic_mean_logit_variance_between: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stochastic_decision: Option<Decision>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,11 +140,11 @@ pub fn build(det: &Aggregate, inputs: &CompareInputs) -> std::io::Result<Compari
                 stochastic_pass_agreement: b.pass_agreement,
                 deterministic_pass_agreement: agreeing as f64 / per_pass.len().max(1) as f64,
                 deterministic_model_mean_logits: model_means,
-                stochastic_mean_entropy: b.mean_entropy,
-                deterministic_mean_entropy: entropy[id],
-                stochastic_mean_mutual_information: b.mean_mutual_information,
-                deterministic_mean_mutual_information: information[id],
-                deterministic_mean_logit_variance_between: between[id],
+                stochastic_mean_entropy: Some(b.mean_entropy),
+                deterministic_mean_entropy: Some(entropy[id]),
+                stochastic_mean_mutual_information: Some(b.mean_mutual_information),
+                deterministic_mean_mutual_information: Some(information[id]),
+                deterministic_mean_logit_variance_between: Some(between[id]),
                 stochastic_decision: inputs.decisions.map(|d| d.decide(b.mean_logit)),
                 deterministic_decision: inputs.decisions.map(|d| d.decide(means[id])),
             }
@@ -150,12 +157,12 @@ pub fn build(det: &Aggregate, inputs: &CompareInputs) -> std::io::Result<Compari
             statistics,
             model_statistics,
             blobs_found: inputs.deterministic_blobs_found,
-            uncertainty: uncertainty_statistics(
+            uncertainty: Some(uncertainty_statistics(
                 u,
                 inputs.brain,
                 inputs.histogram_bins,
                 inputs.variance_edges,
-            ),
+            )),
         },
         blobs,
     })

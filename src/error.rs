@@ -13,7 +13,7 @@ use crate::infer::ModelError;
 use crate::io::InputError;
 use crate::output::OutputError;
 use crate::pipeline::ConfigError;
-use crate::report::ReportError;
+use crate::report::{ReadError, ReportError};
 
 /// Process exit codes, a contract with workflow engines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub enum Error {
     /// The report could not be serialized or does not conform to its schema (an output failure).
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// A written report that cannot be read back (`evaluate`, `summarize`): input rejected.
+    #[error(transparent)]
+    ReportRead(#[from] ReadError),
     #[error("interrupted")]
     Interrupted,
 }
@@ -48,7 +51,7 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Config(_) => ExitCode::Usage,
-            Error::Input(_) => ExitCode::Input,
+            Error::Input(_) | Error::ReportRead(_) => ExitCode::Input,
             Error::Model(ModelError::Interrupted) | Error::Interrupted => ExitCode::Interrupted,
             Error::Model(_) => ExitCode::Model,
             Error::Output(_) | Error::Report(_) => ExitCode::Output,

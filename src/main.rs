@@ -53,9 +53,11 @@ enum Command {
         /// Folder holding one output folder per case.
         out_dir: PathBuf,
     },
-    /// Evaluate a cohort of finished runs against ground truth: whole-tumor Dice, the BraTS
-    /// 2023/2024 lesion-wise rule (GT dilation, small lesions left out), and blob confidence as a detector (ROC AUC, AP, bootstrap CIs, calibration,
-    /// Youden threshold); writes evaluation.yaml and CSVs.
+    /// Evaluate a cohort of finished runs against ground truth, per region: Dice, the BraTS
+    /// 2023/2024 lesion-wise rule (GT dilation, small lesions left out), blob confidence as a
+    /// detector (ROC AUC, AP, bootstrap CIs, calibration, Youden threshold), the label map's
+    /// per-label Dice, and from uncertainty and probability maps the QU-BraTS score, the
+    /// retention curve and the voxels' calibration; writes evaluation.yaml, CSVs and plots.
     Evaluate(EvaluateArgs),
     /// Print a model's inputs, outputs and metadata.
     Inspect {

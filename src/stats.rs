@@ -3,10 +3,10 @@
 //! histograms with explicit bin edges; and the median the DICOM slice-gap check and the cohort
 //! summary use.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Moments of a sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Moments {
     pub count: usize,
     pub mean: f64,
@@ -16,7 +16,7 @@ pub struct Moments {
 }
 
 /// Histogram with `edges.len() == counts.len() + 1`; the last bin includes its right edge.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     pub edges: Vec<f64>,
     pub counts: Vec<u64>,
@@ -24,7 +24,7 @@ pub struct Histogram {
 
 /// The uncertainty maps (`uncertainty`) over the brain: entropies in bits on `[0, 1]`, the
 /// logit variances on edges from 0 to the ceiling of the largest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UncertaintyStatistics {
     pub entropy: DistributionInfo,
     pub expected_entropy: DistributionInfo,
@@ -34,7 +34,7 @@ pub struct UncertaintyStatistics {
 }
 
 /// A case's aggregated logits: over the brain, and over the voxels above the blob threshold.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Statistics {
     pub brain_voxels: usize,
     pub positive_voxels: usize,
@@ -43,7 +43,7 @@ pub struct Statistics {
 }
 
 /// Moments and histogram of one distribution.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DistributionInfo {
     #[serde(flatten)]
     pub moments: Moments,

@@ -129,7 +129,7 @@ pub fn build(f: &Facts) -> Report {
             models: feeder_names(primary, &names),
         },
         statistics: primary.statistics.clone(),
-        uncertainty: primary.uncertainty.clone(),
+        uncertainty: Some(primary.uncertainty.clone()),
         model_statistics: primary.model_statistics.clone(),
         blobs,
         comparison: primary.comparison.clone(),
@@ -181,7 +181,7 @@ fn region_entry(f: &Facts, r: usize, result: &RegionResult, names: &[String]) ->
             .map(|k: &MapKind| k.file_name_for(&result.region.name, r == 0))
             .collect(),
         statistics: result.statistics.clone(),
-        uncertainty: result.uncertainty.clone(),
+        uncertainty: Some(result.uncertainty.clone()),
         model_statistics: result.model_statistics.clone(),
         blobs: blob_entries(result, names, f.pipeline, segment),
         comparison: result.comparison.clone(),

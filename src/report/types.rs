@@ -2,12 +2,14 @@
 //! describes it. Coordinates are on the input grid: voxel indices `(i, j, k)` (NIfTI array order)
 //! and patient positions in LPS mm. Top-level `statistics`, `blobs`, `model_statistics` and
 //! `comparison` are those of the primary region (`region`); a run with several regions also
-//! has `regions`, each entry holding the same fields for one region, and the `label_map`.
+//! has `regions`, each entry holding the same fields for one region, and the `label_map`. The
+//! types deserialize too, as `read` reads a written report back; the serialized form is the
+//! schema's, and the few `serde(default)`s only fill what the schema allows to be absent.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::blobs::Blob;
 use crate::pipeline::Weighting;
@@ -21,7 +23,7 @@ use crate::volume::AxisCodes;
 /// `models[].outputs`).
 pub const SCHEMA_VERSION: u32 = 2;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,
     pub tool: Tool,
@@ -36,8 +38,9 @@ pub struct Report {
     pub region: RegionInfo,
     pub statistics: Statistics,
     /// The uncertainty maps over the brain (entropy, mutual information, the logit variance
-    /// between and within models).
-    pub uncertainty: UncertaintyStatistics,
+    /// between and within models); absent from reports of version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<UncertaintyStatistics>,
     /// Per model, the mean of its passes over the brain (with figures or the comparison).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_statistics: Option<BTreeMap<String, DistributionInfo>>,
@@ -59,26 +62,26 @@ pub struct Report {
     pub peak_rss_mib: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tool {
     pub name: String,
     pub version: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseInfo {
     pub id: String,
     pub inputs: Vec<InputEntry>,
     pub geometry: GeometryInfo,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InputEntry {
     pub channel: String,
     pub path: PathBuf,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GeometryInfo {
     pub shape_ijk: [usize; 3],
     pub spacing_mm: [f64; 3],
@@ -87,13 +90,13 @@ pub struct GeometryInfo {
     pub affine_lps: [[f64; 4]; 4],
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineInfo {
     pub name: String,
     pub config: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuntimeInfo {
     pub onnxruntime_version: String,
     pub onnxruntime_library: PathBuf,
@@ -102,7 +105,7 @@ pub struct RuntimeInfo {
     pub threads: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelEntry {
     pub name: String,
     pub path: PathBuf,
@@ -115,26 +118,36 @@ pub struct ModelEntry {
     pub outputs: OutputDecl,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnsembleInfo {
     pub mode: Mode,
     /// Patches run through the models over all passes.
     pub patches_run: usize,
     /// Patches whose output was reused from the model's first pass instead of run again
-    /// (windows without a brain voxel when `noise_region` is `brain`).
+    /// (windows without a brain voxel when `noise_region` is `brain`). Optional in the schema:
+    /// read as 0 when absent (reports written before the reuse existed).
+    #[serde(default)]
     pub patches_reused: usize,
     pub passes_per_model: usize,
     pub total_passes: usize,
     pub sigma: f32,
     pub seed: u64,
     pub noise_region: NoiseRegion,
+    /// Optional in the schema: read as `host` when absent (reports written before noise on the
+    /// device existed).
+    #[serde(default = "noise_on_host")]
     pub noise_on: NoiseOn,
     pub aggregation: Aggregation,
     pub overlap: f64,
     pub weighting: Weighting,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The noise site of a report that does not name one.
+fn noise_on_host() -> NoiseOn {
+    NoiseOn::Host
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PreprocessInfo {
     pub model_orientation: AxisCodes,
     pub normalization: String,
@@ -145,7 +158,7 @@ pub struct PreprocessInfo {
     pub channel_stats: BTreeMap<String, ChannelStats>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Thresholds {
     pub logit: f32,
     pub connectivity: u8,
@@ -157,7 +170,7 @@ pub struct Thresholds {
 
 /// A region: its name, the labels it covers (none: every non-zero label) and the models whose
 /// passes fed it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegionInfo {
     pub name: String,
     pub labels: Option<Vec<u8>>,
@@ -165,14 +178,15 @@ pub struct RegionInfo {
 }
 
 /// One region's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegionEntry {
     pub labels: Option<Vec<u8>>,
     pub models: Vec<String>,
     /// This region's map files.
     pub outputs: Vec<String>,
     pub statistics: Statistics,
-    pub uncertainty: UncertaintyStatistics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<UncertaintyStatistics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_statistics: Option<BTreeMap<String, DistributionInfo>>,
     pub blobs: Vec<BlobEntry>,
@@ -181,7 +195,7 @@ pub struct RegionEntry {
 }
 
 /// The label map file and its labels.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelMapInfo {
     pub file: String,
     /// `argmax` (of the class probabilities averaged over every pass) or `nested` (of the
@@ -190,13 +204,13 @@ pub struct LabelMapInfo {
     pub labels: Vec<LabelName>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelName {
     pub label: u8,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobEntry {
     pub id: u32,
     pub voxels: usize,
@@ -208,10 +222,15 @@ pub struct BlobEntry {
     pub mean_probability: f64,
     pub max_logit: f64,
     pub mean_spread: f64,
-    pub mean_entropy: f64,
-    pub mean_mutual_information: f64,
-    pub mean_logit_variance_between: f64,
-    pub mean_logit_variance_within: f64,
+    /// Means over the blob of the uncertainty maps; absent from reports of version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_entropy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_mutual_information: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_logit_variance_between: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_logit_variance_within: Option<f64>,
     pub model_mean_logits: BTreeMap<String, f64>,
     pub pass_agreement: f64,
     pub pass_logit_std: f64,
@@ -223,7 +242,7 @@ pub struct BlobEntry {
     pub decision: Option<Decision>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BBox {
     pub min_voxel: [usize; 3],
     pub max_voxel: [usize; 3],
@@ -253,10 +272,10 @@ impl BlobEntry {
             mean_probability: blob.mean_probability,
             max_logit: blob.max_logit,
             mean_spread: blob.mean_spread,
-            mean_entropy: blob.mean_entropy,
-            mean_mutual_information: blob.mean_mutual_information,
-            mean_logit_variance_between: blob.mean_logit_variance_between,
-            mean_logit_variance_within: blob.mean_logit_variance_within,
+            mean_entropy: Some(blob.mean_entropy),
+            mean_mutual_information: Some(blob.mean_mutual_information),
+            mean_logit_variance_between: Some(blob.mean_logit_variance_between),
+            mean_logit_variance_within: Some(blob.mean_logit_variance_within),
             model_mean_logits: model_names
                 .iter()
                 .cloned()

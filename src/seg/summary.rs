@@ -2,14 +2,14 @@
 //! reference the objects share, each SEG file with its segments and voxel counts, the series
 //! the SEGs reference and the MR series written from NIfTI channels.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::mr::SourceDicomInfo;
 use super::segment::{Segment, SegmentKind};
 use super::segmentation::Built;
 
 /// The report's `seg` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SegSummary {
     pub study_instance_uid: String,
     pub frame_of_reference_uid: String,
@@ -24,11 +24,11 @@ pub struct SegSummary {
     /// Series the SEGs reference (source images); empty for a stand-alone SEG.
     pub referenced_series: Vec<ReferencedSeries>,
     /// MR series written from the NIfTI channels (`--write-source-dicom`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_dicom: Vec<SourceDicomInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SegFile {
     pub file: String,
     pub sop_instance_uid: String,
@@ -38,7 +38,7 @@ pub struct SegFile {
     pub segments: Vec<SegmentInfo>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SegmentInfo {
     pub number: u16,
     pub label: String,
@@ -51,7 +51,7 @@ pub struct SegmentInfo {
     pub voxels: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReferencedSeries {
     pub channel: String,
     pub series_instance_uid: String,
