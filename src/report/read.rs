@@ -176,13 +176,21 @@ pub(crate) fn sample() -> Value {
         "thresholds": {"logit": 0.0, "connectivity": 26, "min_voxels": 1},
         "region": {"name": "WT", "labels": null, "models": ["m"]},
         "statistics": {
-            "brain_voxels": 10, "positive_voxels": 2, "brain": stats.clone(), "positive": stats
+            "brain_voxels": 10, "positive_voxels": 2, "brain": stats.clone(),
+            "positive": stats.clone()
+        },
+        "uncertainty": {
+            "entropy": stats.clone(), "expected_entropy": stats.clone(),
+            "mutual_information": stats.clone(), "logit_variance_between": stats.clone(),
+            "logit_variance_within": stats
         },
         "blobs": [{
             "id": 1, "voxels": 2, "volume_mm3": 2.0, "centroid_voxel": [1.0, 1.0, 1.0],
             "centroid_mm": [1.0, 1.0, 1.0],
             "bbox": {"min_voxel": [1, 1, 1], "max_voxel": [1, 1, 2]},
             "mean_logit": 3.0, "mean_probability": 0.9, "max_logit": 4.0, "mean_spread": 0.5,
+            "mean_entropy": 0.2, "mean_mutual_information": 0.05,
+            "mean_logit_variance_between": 1.5, "mean_logit_variance_within": 0.3,
             "model_mean_logits": {"m": 3.0}, "pass_agreement": 1.0, "pass_logit_std": 0.1
         }],
         "outputs": ["labels.nii.gz"],
