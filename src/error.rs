@@ -42,6 +42,13 @@ pub enum Error {
     Report(#[from] ReportError),
     #[error("interrupted")]
     Interrupted,
+    /// A check of `stochseg doctor` failed: which one, and why (the cause's exit code).
+    #[error("doctor: {check}: {source}")]
+    Check {
+        check: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -52,6 +59,7 @@ impl Error {
             Error::Model(ModelError::Interrupted) | Error::Interrupted => ExitCode::Interrupted,
             Error::Model(_) => ExitCode::Model,
             Error::Output(_) | Error::Report(_) => ExitCode::Output,
+            Error::Check { source, .. } => source.exit_code(),
         }
     }
 }
