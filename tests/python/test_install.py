@@ -6,9 +6,9 @@ Checked: the tree holds the checkout's binary, ONNX Runtime library, pipelines a
 for byte, and its manifest lists exactly its files; the moved tree runs case-small with its
 default pipeline (2 passes) to the same report numbers and maps as the checkout's binary with
 the checkout's pipeline, loading its own library; a shipped pipeline by name, the list of
-pipelines (against the YAML files), an unknown name (exit 2); `-v --version`; `doctor` passes on
-the tree and fails with exit 4 and one line naming the place when the library or a model is
-gone; `make uninstall` leaves a prefix as it was (also after the move), keeping a user's file;
+pipelines (against the YAML files), an unknown name (exit 2); `-v --version`, also through
+a symlink; `doctor` passes on the tree and fails with exit 4 and one line naming the place when
+the library or a model is gone; `make uninstall` leaves a prefix as it was (also after the move), keeping a user's file;
 the man pages render with groff and, like the bash, zsh and fish completions, name every
 command of `stochseg --help` (bash's completion function is run for real)."""
 
@@ -183,6 +183,15 @@ def test_verbose_version_names_the_library_and_the_data(installed, tmp_path):
     assert lines["onnxruntime"] == (f"{lib.name.split('.so.')[1]} "
                                     f"({installed}/lib/stochseg/{lib.name})")
     assert "CPUExecutionProvider" in lines["providers"].split(", ")
+
+    # through a symlink in another folder: the same tree
+    link = tmp_path / "links" / "stochseg"
+    link.parent.mkdir()
+    link.symlink_to(installed / "bin" / "stochseg")
+    p = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", str(link), "-v", "--version"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert dict(line.split(": ", 1) for line in p.stdout.splitlines()[1:]) == lines
 
 
 # --------------------------------------------------------------------------------------------

@@ -276,7 +276,10 @@ def test_make_batch_reruns_only_what_changed_and_survives_a_failure(tmp_path, di
     broken = bad / "BAD-00003-000-t2w.nii.gz"
     broken.write_bytes(broken.read_bytes()[:1000])  # truncated: exit 3
     out = tmp_path / "results"
-    cfg = fast_config(tmp_path / "fast.yaml")
+    model = tmp_path / "models" / "unet-p32.onnx"
+    model.parent.mkdir()
+    shutil.copyfile(model_path("unet-p32"), model)
+    cfg = write_config(tmp_path / "fast.yaml", [model], {"ensemble": {"passes": 2}})
 
     p = make_batch(flavour, cohort, out, cfg, "-j", "2")
     assert p.returncode != 0, "a failed case must fail the batch"
@@ -296,7 +299,7 @@ def test_make_batch_reruns_only_what_changed_and_survives_a_failure(tmp_path, di
     # (times set in the past: inputs and config, then the reports, then the touched input)
     shutil.copyfile(CASE_DIR / f"{CASE_ID}-t2w.nii.gz", broken)
     now = time.time()
-    for f in [*cohort.rglob("*.nii.gz"), cfg]:
+    for f in [*cohort.rglob("*.nii.gz"), cfg, model]:
         os.utime(f, (now - 300, now - 300))
     for f in out.glob("*/report.yaml"):
         os.utime(f, (now - 200, now - 200))
@@ -310,13 +313,15 @@ def test_make_batch_reruns_only_what_changed_and_survives_a_failure(tmp_path, di
     assert not (out / ".logs" / "BAD-00003-000.failed").exists()
     check_summary(out, direct, ok=CASE_IDS + ("BAD-00003-000",))
 
-    # up to date: nothing runs; a newer config re-runs every case
+    # up to date: nothing runs; a newer model, or a newer config, re-runs every case
     p = make_batch(flavour, cohort, out, cfg)
     assert p.returncode == 0 and ran(p) == set()
-    cfg.touch()
-    p = make_batch(flavour, cohort, out, cfg, "-j", "2", "-n")
-    assert p.returncode == 0
-    assert p.stdout.count("--overwrite") == 3, p.stdout
+    for f in (model, cfg):
+        f.touch()
+        p = make_batch(flavour, cohort, out, cfg, "-j", "2", "-n")
+        assert p.returncode == 0
+        assert p.stdout.count("--overwrite") == 3, (f, p.stdout)
+        os.utime(f, (now - 300, now - 300))
 
 
 def test_make_batch_refuses_a_bad_config_before_running(tmp_path, flavour):
