@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ndarray::Array3;
-use serde::Serialize;
 
 use crate::error::Error;
 use crate::infer::{self, runtime, ProviderPlan, SessionOptions, Threads};
-use crate::install::{self, Layout, LayoutKind, DEFAULT_PIPELINE};
+use crate::install::{
+    self, Layout, LayoutKind, PipelineChoice, PipelineSource, ShippedPipeline, DEFAULT_PIPELINE,
+};
 use crate::io::case::CaseSpec;
 use crate::output::OutputError;
 use crate::pipeline::{ConfigError, Overrides, Pipeline};
@@ -27,7 +28,7 @@ use crate::run::{self, RunRequest};
 use crate::volume::Geometry;
 
 /// The tool, where it runs from, and the ONNX Runtime it finds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct About {
     pub version: String,
     pub layout: Option<Layout>,
@@ -35,7 +36,7 @@ pub struct About {
 }
 
 /// The ONNX Runtime library found and what it offers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct RuntimeAbout {
     pub library: PathBuf,
     pub version: String,
@@ -102,72 +103,75 @@ pub fn doctor(ort_lib: Option<PathBuf>, on_check: &mut dyn FnMut(&Check)) -> Res
     let mut pass = |name: &'static str, detail: String| on_check(&Check { name, detail });
     let layout = checked("installation", find_layout())?;
     pass("installation", layout_detail(&layout));
-    let backend = checked(
-        "onnxruntime",
-        infer::onnx_runtime(SessionOptions {
-            library: ort_lib.clone(),
-            plan: ProviderPlan::cpu_only(),
-            threads: Threads::ONE,
-            batch_size: 1,
-            max_batch_voxels: 1,
-        })
-        .map_err(Error::from),
-    )?;
-    let engine = backend.engine();
-    let providers = checked(
-        "onnxruntime",
-        runtime::available_providers().map_err(Error::from),
-    )?;
-    pass(
-        "onnxruntime",
-        format!(
-            "{} ({}); providers: {}",
-            engine.version,
-            engine.library.display(),
-            providers.join(", ")
-        ),
-    );
+    let (backend, detail) = checked("onnxruntime", load_backend(ort_lib.clone()))?;
+    pass("onnxruntime", detail);
     let shipped = checked(
         "pipelines",
         install::shipped_pipelines(&layout.data_dir).map_err(Error::from),
     )?;
     for p in &shipped {
-        let pipeline = checked("pipelines", Pipeline::load(&p.path).map_err(Error::from))?;
-        let choice = install::PipelineChoice {
-            path: Some(p.path.clone()),
-            source: install::PipelineSource::Name,
-        };
-        let v = checked(
-            "pipelines",
-            crate::validate::validate(&pipeline, &choice, None, ort_lib.clone()),
-        )?;
-        let models: Vec<&str> = v.models.iter().map(|m| m.name.as_str()).collect();
         pass(
             "pipelines",
-            format!("{}: models {} open", p.name, models.join(", ")),
+            checked("pipelines", open_pipeline(p, &ort_lib))?,
         );
     }
     for model in checked("models", model_files(&layout.data_dir))? {
         let info = checked("models", backend.describe(&model).map_err(Error::from))?;
+        let short = info.sha256.get(..12).unwrap_or(&info.sha256);
         pass(
             "models",
-            format!("{} opens (sha256 {})", model.display(), &info.sha256[..12]),
+            format!("{} opens (sha256 {short})", model.display()),
         );
     }
-    let default = shipped
-        .iter()
-        .find(|p| p.default)
-        .ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "no shipped pipeline {DEFAULT_PIPELINE} in {}",
-                layout.data_dir.join("pipelines").display()
-            ))
-        })
-        .map_err(Error::from);
-    let default = checked("synthetic case", default)?;
+    let default = checked("synthetic case", default_pipeline(&shipped, &layout))?;
     let detail = checked("synthetic case", synthetic_run(&default.path, ort_lib))?;
     pass("synthetic case", detail);
     Ok(())
+}
+
+/// ONNX Runtime loaded (CPU sessions), and what it is.
+fn load_backend(ort_lib: Option<PathBuf>) -> Result<(Box<dyn infer::Backend>, String), Error> {
+    let backend = infer::onnx_runtime(SessionOptions {
+        library: ort_lib,
+        plan: ProviderPlan::cpu_only(),
+        threads: Threads::ONE,
+        batch_size: 1,
+        max_batch_voxels: 1,
+    })?;
+    let engine = backend.engine();
+    let providers = runtime::available_providers()?;
+    let detail = format!(
+        "{} ({}); providers: {}",
+        engine.version,
+        engine.library.display(),
+        providers.join(", ")
+    );
+    Ok((backend, detail))
+}
+
+/// A shipped pipeline loaded and its models opened on its providers, as `validate` does.
+fn open_pipeline(p: &ShippedPipeline, ort_lib: &Option<PathBuf>) -> Result<String, Error> {
+    let pipeline = Pipeline::load(&p.path)?;
+    let choice = PipelineChoice {
+        path: Some(p.path.clone()),
+        source: PipelineSource::Name,
+    };
+    let v = crate::validate::validate(&pipeline, &choice, None, ort_lib.clone())?;
+    let models: Vec<&str> = v.models.iter().map(|m| m.name.as_str()).collect();
+    Ok(format!("{}: models {} open", p.name, models.join(", ")))
+}
+
+fn default_pipeline<'a>(
+    shipped: &'a [ShippedPipeline],
+    layout: &Layout,
+) -> Result<&'a ShippedPipeline, Error> {
+    shipped.iter().find(|p| p.default).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "no shipped pipeline {DEFAULT_PIPELINE} in {}",
+            layout.data_dir.join("pipelines").display()
+        ))
+        .into()
+    })
 }
 
 /// `result`, or its error as the failure of check `name`.
@@ -247,7 +251,7 @@ fn synthetic_run(pipeline_file: &Path, ort_lib: Option<PathBuf>) -> Result<Strin
     let request = RunRequest {
         pipeline,
         pipeline_path: Some(pipeline_file.to_path_buf()),
-        pipeline_source: install::PipelineSource::Default,
+        pipeline_source: PipelineSource::Default,
         case: CaseSpec::Folder(case_dir),
         out: tmp.path().join("out"),
         overwrite: false,

@@ -27,8 +27,7 @@ const DATA_DIR: &str = "share/stochseg";
 const PIPELINES: &str = "pipelines";
 
 /// How the running binary is laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayoutKind {
     /// `PREFIX/bin/stochseg` with `PREFIX/lib/stochseg` and `PREFIX/share/stochseg`.
     Installed,
@@ -37,7 +36,7 @@ pub enum LayoutKind {
 }
 
 /// The running binary and the folders it takes its library and data from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     pub kind: LayoutKind,
     /// The binary, symlinks resolved.
@@ -95,7 +94,7 @@ pub fn layout_of(exe: &Path) -> Option<Layout> {
 }
 
 /// A pipeline config shipped with the tool.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ShippedPipeline {
     /// The file name without `.yaml`: what `--pipeline NAME` takes.
     pub name: String,
