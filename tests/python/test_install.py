@@ -197,21 +197,28 @@ def test_verbose_version_names_the_library_and_the_data(installed, tmp_path):
 # --------------------------------------------------------------------------------------------
 # doctor
 # --------------------------------------------------------------------------------------------
+def doctor_without(installed: Path, path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`stochseg doctor` on the tree while `path` is moved out of it."""
+    hidden = tmp_path / path.name
+    path.rename(hidden)
+    try:
+        return installed_stochseg(installed, "doctor", cwd=tmp_path)
+    finally:
+        hidden.rename(path)
+
+
 def test_doctor_passes_then_names_what_is_missing(installed, tmp_path):
+    temp_before = set(Path("/tmp").glob("stochseg-doctor-*"))
     p = installed_stochseg(installed, "doctor", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     checks = [line.split(":")[0] for line in p.stdout.splitlines()]
     assert checks[0] == "ok  installation" and checks[-1] == "ok  synthetic case", p.stdout
     assert sum(c == "ok  models" for c in checks) == 3
     assert not list(tmp_path.iterdir()), "doctor left files in the working folder"
+    assert set(Path("/tmp").glob("stochseg-doctor-*")) == temp_before, "doctor left its case"
 
     lib = next((installed / "lib" / "stochseg").glob("libonnxruntime.so.*"))
-    hidden = tmp_path / lib.name
-    lib.rename(hidden)
-    try:
-        p = installed_stochseg(installed, "doctor", cwd=tmp_path)
-    finally:
-        hidden.rename(lib)
+    p = doctor_without(installed, lib, tmp_path)
     assert p.returncode == 4
     line = error_line(p)
     assert line.startswith("stochseg: error: doctor: onnxruntime: ONNX Runtime library not "
@@ -219,12 +226,7 @@ def test_doctor_passes_then_names_what_is_missing(installed, tmp_path):
     assert p.stdout.startswith("ok  installation") and "onnxruntime" not in p.stdout
 
     model = installed / "share" / "stochseg" / "onnx" / "unet-p64.onnx"
-    hidden = tmp_path / model.name
-    model.rename(hidden)
-    try:
-        p = installed_stochseg(installed, "doctor", cwd=tmp_path)
-    finally:
-        hidden.rename(model)
+    p = doctor_without(installed, model, tmp_path)
     assert p.returncode == 4
     assert error_line(p) == (f"stochseg: error: doctor: pipelines: "
                              f"{model.parent.parent}/pipelines/../onnx/unet-p64.onnx: "
