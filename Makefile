@@ -16,7 +16,7 @@ DEMO_OUT ?= out/demo
 ort_lib = $(shell ls -1 $(CURDIR)/$(1)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | sort -V | tail -n1)
 export ORT_DYLIB_PATH = $(call ort_lib,$(VENV))
 
-.PHONY: setup setup-test setup-gpu setup-viewer build demo demo-regions test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
+.PHONY: setup setup-test setup-gpu setup-viewer build demo demo-regions test test-rust test-python lint gpu-check clean batch fuzz fuzz-build install uninstall
 
 # what the demo needs: ONNX Runtime, the library the binary loads
 setup: $(VENV)/.installed
@@ -75,7 +75,19 @@ demo-regions: setup build
 
 # a cohort, one make job per case: make batch CASES=DIR OUT=DIR [-j N] (see pipelines/batch.mk)
 batch: setup build
-	$(MAKE) -f pipelines/batch.mk
+	$(MAKE) -f pipelines/batch.mk BIN=$(BIN)
+
+# the relocatable installed tree (docs/install.md): PREFIX/bin/stochseg, ONNX Runtime in
+# PREFIX/lib/stochseg, pipelines, models and workflows in PREFIX/share/stochseg, man pages and
+# shell completions; DESTDIR=... stages it for a package. Uninstall removes what the manifest
+# (PREFIX/share/stochseg/install-manifest) lists.
+PREFIX ?= /usr/local
+
+install: setup build
+	scripts/install.sh install "$(PREFIX)" $(BIN) $(VENV)
+
+uninstall:
+	scripts/install.sh uninstall "$(PREFIX)"
 
 test: setup-test setup-viewer build test-rust test-python
 

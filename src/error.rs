@@ -45,6 +45,13 @@ pub enum Error {
     ReportRead(#[from] ReadError),
     #[error("interrupted")]
     Interrupted,
+    /// A check of `stochseg doctor` failed: which one, and why (the cause's exit code).
+    #[error("doctor: {check}: {source}")]
+    Check {
+        check: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -55,6 +62,7 @@ impl Error {
             Error::Model(ModelError::Interrupted) | Error::Interrupted => ExitCode::Interrupted,
             Error::Model(_) => ExitCode::Model,
             Error::Output(_) | Error::Report(_) => ExitCode::Output,
+            Error::Check { source, .. } => source.exit_code(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use stochseg::error::{Error, ExitCode};
+use stochseg::install::{self, PipelineChoice};
 use stochseg::io::case::CaseSpec;
 use stochseg::pipeline::{self, ConfigError, Overrides, Pipeline};
 use stochseg::run::{self, Event, RunRequest};
@@ -15,11 +16,16 @@ use stochseg::schema::SchemaKind;
 #[command(
     name = "stochseg",
     version,
+    disable_version_flag = true,
     about = "Uncertainty-aware brain-tumor segmentation with a stochastic ONNX U-Net ensemble"
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Print the version; with -v also the ONNX Runtime library found, its version and
+    /// execution providers, and the data folder.
+    #[arg(short = 'V', long)]
+    version: bool,
     /// Less output on stderr (errors only).
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -69,6 +75,23 @@ enum Command {
         #[arg(value_enum)]
         which: SchemaChoice,
     },
+    /// List the shipped pipelines (names for --pipeline NAME) with their descriptions.
+    Pipelines,
+    /// Check the installation end to end: ONNX Runtime loads, every shipped pipeline and model
+    /// opens, a small synthetic case runs through the default pipeline (one pass per model).
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, ...) on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (stochseg.1, stochseg-<command>.1) into a folder.
+    #[command(hide = true)]
+    Man {
+        /// Folder for the pages (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -108,8 +131,9 @@ enum SchemaChoice {
 
 #[derive(Args)]
 struct ConfigArgs {
-    /// Pipeline config (YAML).
-    #[arg(long, value_name = "YAML")]
+    /// Pipeline config: a YAML file, or a shipped pipeline's name (`stochseg pipelines`).
+    /// Without it and without --model: the shipped brats-goat-stochastic.
+    #[arg(long, value_name = "YAML|NAME")]
     pipeline: Option<PathBuf>,
     /// Model to use, replacing the config's models (repeatable); PATH or PATH:DxHxW.
     #[arg(long = "model", value_name = "PATH[:DxHxW]")]
@@ -225,16 +249,24 @@ fn main() -> ProcessExit {
             return ProcessExit::from(ExitCode::Usage as u8);
         }
         Err(e) => {
-            // --help, --version
+            // --help
             let _ = e.print();
             return ProcessExit::SUCCESS;
         }
     };
     init_logging(&cli);
+    if cli.version {
+        print_version(&cli);
+        return ProcessExit::SUCCESS;
+    }
+    let Some(command) = &cli.command else {
+        eprintln!("{}", usage_line(&missing_command()));
+        return ProcessExit::from(ExitCode::Usage as u8);
+    };
     if let Err(e) = ctrlc::set_handler(stochseg::cancel::request) {
         tracing::warn!("cannot install the interrupt handler: {e}");
     }
-    match dispatch(&cli) {
+    match dispatch(&cli, command) {
         Ok(()) => ProcessExit::SUCCESS,
         Err(e) => {
             // the contract is one line, whatever a third-party message holds
@@ -246,6 +278,29 @@ fn main() -> ProcessExit {
             ProcessExit::from(e.exit_code() as u8)
         }
     }
+}
+
+/// `stochseg --version`: the version; with -v, what `doctor::about` finds.
+fn print_version(cli: &Cli) {
+    if cli.verbose > 0 {
+        print!("{}", stochseg::doctor::about(cli.ort_lib.as_deref()).text());
+    } else {
+        println!("stochseg {}", env!("CARGO_PKG_VERSION"));
+    }
+}
+
+/// The usage error of a command line without a command, naming the commands.
+fn missing_command() -> clap::Error {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| s.get_name().to_string())
+        .collect();
+    cmd.error(
+        clap::error::ErrorKind::MissingSubcommand,
+        format!("a command is required: {}", names.join(", ")),
+    )
 }
 
 /// clap's usage error on one line, like every other error: its message and tips, without the
@@ -296,8 +351,8 @@ fn print_paths(files: &[PathBuf]) {
     }
 }
 
-fn dispatch(cli: &Cli) -> Result<(), Error> {
-    match &cli.command {
+fn dispatch(cli: &Cli, command: &Command) -> Result<(), Error> {
+    match command {
         Command::Run(args) => run_case(cli, args),
         Command::Validate(args) => validate(cli, args),
         Command::Summarize { out_dir } => {
@@ -369,32 +424,66 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
             print!("{}", kind.text());
             Ok(())
         }
+        Command::Pipelines => {
+            let list = stochseg::install::installed_pipelines()?;
+            let width = list.iter().map(|p| p.name.len()).max().unwrap_or(0);
+            for p in &list {
+                let default = if p.default { " (default)" } else { "" };
+                println!("{:<width$}  {}{default}", p.name, p.description);
+            }
+            Ok(())
+        }
+        Command::Doctor => {
+            stochseg::doctor::doctor(cli.ort_lib.clone(), &mut |check| {
+                println!("ok  {}: {}", check.name, check.detail)
+            })?;
+            tracing::info!("every check passed");
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "stochseg", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => write_man_pages(out),
     }
 }
 
-fn load_pipeline(args: &ConfigArgs, write_source_dicom: bool) -> Result<Pipeline, Error> {
-    load_pipeline_with(args, write_source_dicom, None)
+/// One page per visible command, generated from the flags' definitions.
+fn write_man_pages(out: &std::path::Path) -> Result<(), Error> {
+    let failed = |e: std::io::Error| stochseg::output::OutputError::Io {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(failed)?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), out).map_err(failed)?;
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(failed)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "1"))
+        .collect();
+    pages.sort();
+    print_paths(&pages);
+    Ok(())
 }
 
-fn load_pipeline_with(
+/// The pipeline config the flags ask for (a file, a shipped name, the default, or the command
+/// line's models), with the flags applied, and where it came from.
+fn load_pipeline(
     args: &ConfigArgs,
     write_source_dicom: bool,
     figures: Option<bool>,
-) -> Result<Pipeline, Error> {
+) -> Result<(Pipeline, PipelineChoice), Error> {
     let models = args
         .models
         .iter()
         .map(|m| pipeline::parse_model_arg(m))
         .collect::<Result<Vec<_>, _>>()?;
-    let base = match &args.pipeline {
+    let choice = install::choose_pipeline(args.pipeline.as_deref(), !models.is_empty())?;
+    let base = match &choice.path {
         Some(path) => Pipeline::load(path)?,
-        None if !models.is_empty() => Pipeline::from_models(Vec::new()),
-        None => {
-            return Err(ConfigError::Invalid(
-                "give --pipeline YAML or at least one --model PATH".into(),
-            )
-            .into())
-        }
+        None => Pipeline::from_models(Vec::new()),
     };
     let overrides = Overrides {
         models,
@@ -412,7 +501,7 @@ fn load_pipeline_with(
         overlap: args.overlap,
         write_source_dicom,
     };
-    Ok(base.apply(overrides)?)
+    Ok((base.apply(overrides)?, choice))
 }
 
 fn case_spec(
@@ -470,7 +559,7 @@ fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
         (_, true) => Some(false),
         _ => None,
     };
-    let pipeline = load_pipeline_with(&args.config, args.write_source_dicom, figures)?;
+    let (pipeline, choice) = load_pipeline(&args.config, args.write_source_dicom, figures)?;
     let case = case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels)?;
     rayon::ThreadPoolBuilder::new()
         .num_threads(stochseg::resources::thread_count(
@@ -480,7 +569,8 @@ fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
         .ok();
     let request = RunRequest {
         pipeline,
-        pipeline_path: args.config.pipeline.clone(),
+        pipeline_path: choice.path,
+        pipeline_source: choice.source,
         case,
         out: args.out.clone(),
         overwrite: args.overwrite,
@@ -552,11 +642,12 @@ fn log_beside(bar: Option<&indicatif::ProgressBar>, log: impl FnOnce()) {
 }
 
 fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
-    let pipeline = load_pipeline(&args.config, false)?;
+    let (pipeline, choice) = load_pipeline(&args.config, false, None)?;
     let case = (args.case.is_some() || !args.inputs.is_empty())
         .then(|| case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels))
         .transpose()?;
-    let validation = stochseg::validate::validate(&pipeline, case.as_ref(), cli.ort_lib.clone())?;
+    let validation =
+        stochseg::validate::validate(&pipeline, &choice, case.as_ref(), cli.ort_lib.clone())?;
     match args.format {
         ValidateFormat::Yaml => print!(
             "{}",

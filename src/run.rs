@@ -12,6 +12,7 @@ use crate::ensemble::{self, EnsembleOptions, PassDone};
 use crate::error::Error;
 use crate::estimate;
 use crate::infer::{self, Device, Model, ProviderPlan, SessionOptions, Threads};
+use crate::install::PipelineSource;
 use crate::io::case::{self, CaseSpec};
 use crate::output::{self, Staging};
 use crate::pipeline::{Mode, Pipeline};
@@ -32,6 +33,8 @@ pub use crate::progress::Event;
 pub struct RunRequest {
     pub pipeline: Pipeline,
     pub pipeline_path: Option<PathBuf>,
+    /// Where the config came from (the report's `pipeline.source`).
+    pub pipeline_source: PipelineSource,
     pub case: CaseSpec,
     pub out: PathBuf,
     pub overwrite: bool,
@@ -162,6 +165,7 @@ pub fn run(req: &RunRequest, on_event: &mut dyn FnMut(Event)) -> Result<RunSumma
     let facts = Facts {
         pipeline: p,
         pipeline_path: req.pipeline_path.as_deref(),
+        pipeline_source: req.pipeline_source,
         engine: backend.engine(),
         threads,
         case: &case,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::estimate::{self, RegionLoad};
 use crate::infer::{self, Device, ModelError, ProviderPlan, SessionOptions, Threads};
+use crate::install::{PipelineChoice, PipelineSource};
 use crate::io::case::CaseSpec;
 use crate::pipeline::Pipeline;
 use crate::regions::RegionPlan;
@@ -20,6 +21,9 @@ use crate::streams::NoiseStreams;
 #[derive(Debug, Clone, Serialize)]
 pub struct Validation {
     pub pipeline: String,
+    /// The config file (none when the command line gave only models): a workflow's dependency.
+    pub pipeline_config: Option<PathBuf>,
+    pub pipeline_source: PipelineSource,
     pub ok: bool,
     pub execution: ExecutionCheck,
     pub models: Vec<ModelCheck>,
@@ -72,9 +76,10 @@ pub struct EstimateCheck {
 }
 
 /// Checks `p` (and estimates a run on `case`) with ONNX Runtime from `library` (else the
-/// library search).
+/// library search); `choice` is where the config came from.
 pub fn validate(
     p: &Pipeline,
+    choice: &PipelineChoice,
     case: Option<&CaseSpec>,
     library: Option<PathBuf>,
 ) -> Result<Validation, Error> {
@@ -112,6 +117,8 @@ pub fn validate(
         .collect();
     let mut validation = Validation {
         pipeline: p.name.clone(),
+        pipeline_config: choice.path.clone(),
+        pipeline_source: choice.source,
         ok: true,
         execution,
         models: checks,
@@ -164,7 +171,14 @@ impl Validation {
             out += &format!("expected peak memory: {} MiB\n", e.peak_memory_mib);
             out += &format!("expected output size: {} MiB\n", e.output_mib);
         }
-        out += &format!("pipeline {}: ok\n", self.pipeline);
+        let from = match (&self.pipeline_config, self.pipeline_source) {
+            (Some(path), PipelineSource::Default) => {
+                format!("the shipped default, {}", path.display())
+            }
+            (Some(path), _) => path.display().to_string(),
+            (None, _) => "command line".to_string(),
+        };
+        out += &format!("pipeline {} ({from}): ok\n", self.pipeline);
         out
     }
 }

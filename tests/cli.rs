@@ -149,11 +149,52 @@ fn schemas_print_and_parse() {
 
 #[test]
 fn usage_errors_exit_2() {
+    // the default pipeline needs a case
     let o = bin().args(["run", "--out", "x"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(error_line(&o).contains("--pipeline"));
+    assert!(error_line(&o).contains("--case"));
     let o = bin().args(["frobnicate"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
+    let o = bin().output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        error_line(&o).contains("a command is required: run, validate"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bin()
+        .args(["validate", "--pipeline", "no-such-pipeline"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let line = error_line(&o);
+    assert!(
+        line.contains("no shipped pipeline of that name")
+            && line.contains("brats-goat-deterministic, brats-goat-regions, brats-goat-stochastic"),
+        "{line}"
+    );
+}
+
+/// `--version` prints the package version; with -v also the library, providers and data folder
+/// of this checkout.
+#[test]
+fn version_short_and_verbose() {
+    let o = bin().arg("--version").output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("stochseg {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let o = bin().args(["-v", "--version"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let data = format!("data: {}\n", root().canonicalize().unwrap().display());
+    assert!(text.contains(&data), "{text}");
+    assert!(text.contains("(checkout)"), "{text}");
+    assert!(
+        text.contains("onnxruntime: 1.") && text.contains("CPUExecutionProvider"),
+        "{text}"
+    );
 }
 
 #[test]

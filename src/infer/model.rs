@@ -14,7 +14,7 @@ use crate::pipeline::OutputDecl;
 /// Model or inference failure (exit code 4).
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("ONNX Runtime library not found; tried: {tried}. Run `make setup` (installs the onnxruntime wheel into .venv), pass --ort-lib PATH, or set ORT_DYLIB_PATH")]
+    #[error("ONNX Runtime library not found; tried: {tried}. Run `make setup` (installs the onnxruntime wheel into .venv) or `make install` again (an installed tree), pass --ort-lib PATH, or set ORT_DYLIB_PATH")]
     RuntimeNotFound { tried: String },
     #[error("{path}: cannot load ONNX Runtime: {reason}")]
     RuntimeLoad { path: PathBuf, reason: String },

@@ -12,6 +12,7 @@ use super::types::{
 };
 use crate::ensemble::PassDone;
 use crate::infer::{capped_batch, Engine, Model};
+use crate::install::PipelineSource;
 use crate::io::case::Case;
 use crate::pipeline::{MapKind, Pipeline, LABEL_MAP_FILE};
 use crate::preprocess::Prepared;
@@ -23,6 +24,7 @@ use crate::seg::SegSummary;
 pub struct Facts<'a> {
     pub pipeline: &'a Pipeline,
     pub pipeline_path: Option<&'a Path>,
+    pub pipeline_source: PipelineSource,
     pub engine: Engine,
     pub threads: usize,
     pub case: &'a Case,
@@ -106,6 +108,7 @@ pub fn build(f: &Facts) -> Report {
         pipeline: PipelineInfo {
             name: p.name.clone(),
             config: f.pipeline_path.map(Path::to_path_buf),
+            source: f.pipeline_source,
         },
         runtime: RuntimeInfo {
             onnxruntime_version: f.engine.version.clone(),

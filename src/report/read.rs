@@ -9,8 +9,9 @@
 //!
 //! Version 1 reports (one tumor logit, before the regions) are read with the version 2 fields
 //! they lack set to what a version 1 run did: `region` is `{name: WT, labels: null, models:
-//! <every model>}` (every model's one logit fed the whole tumor, any non-zero label) and each
-//! `models[].outputs` is `{logit: {name: WT}}`; `regions`, `label_map` and `seg.levels` stay
+//! <every model>}` (every model's one logit fed the whole tumor, any non-zero label), each
+//! `models[].outputs` is `{logit: {name: WT}}` and `pipeline.source` is `file` when a config
+//! was named, else `command-line`; `regions`, `label_map` and `seg.levels` stay
 //! absent. `schema_version` keeps the value read.
 
 use std::path::{Path, PathBuf};
@@ -118,6 +119,13 @@ fn upgrade_v1(value: &mut Value) {
             .entry("region")
             .or_insert_with(|| json!({"name": DEFAULT_REGION, "labels": null, "models": names}));
     }
+    if let Some(pipeline) = value["pipeline"].as_object_mut() {
+        let source = match pipeline.get("config") {
+            Some(Value::Null) | None => "command-line",
+            Some(_) => "file",
+        };
+        pipeline.entry("source").or_insert_with(|| json!(source));
+    }
     if let Some(models) = value["models"].as_array_mut() {
         for model in models.iter_mut().filter_map(Value::as_object_mut) {
             model
@@ -152,7 +160,7 @@ pub(crate) fn sample() -> Value {
                                [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
             }
         },
-        "pipeline": {"name": "default", "config": null},
+        "pipeline": {"name": "default", "config": null, "source": "command-line"},
         "runtime": {
             "onnxruntime_version": "1.31.1", "onnxruntime_library": "libonnxruntime.so",
             "providers_requested": ["cpu"], "allow_fallback": false, "threads": 1

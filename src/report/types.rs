@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::blobs::Blob;
+use crate::install::PipelineSource;
 use crate::pipeline::Weighting;
 use crate::pipeline::{Aggregation, Decision, Decisions, Mode, NoiseOn, NoiseRegion, OutputDecl};
 use crate::preprocess::{ChannelStats, CropBox};
@@ -94,6 +95,7 @@ pub struct GeometryInfo {
 pub struct PipelineInfo {
     pub name: String,
     pub config: Option<PathBuf>,
+    pub source: PipelineSource,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

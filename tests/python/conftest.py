@@ -450,6 +450,45 @@ def dicom_series(tmp_path_factory) -> DicomSeries:
     return DicomSeries(tmp_path_factory.mktemp("dicom-series-shared"))
 
 
+# --------------------------------------------------------------------------------------------
+# the installed tool (`make install`, docs/install.md)
+# --------------------------------------------------------------------------------------------
+def make_install(prefix: Path, target: str = "install") -> subprocess.CompletedProcess:
+    """`make install PREFIX=prefix` (or `uninstall`) of this checkout with the suite's binary;
+    must succeed."""
+    p = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), target,
+                        f"PREFIX={prefix}", f"BIN={BIN}"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"make {target} failed:\n{p.stdout[-3000:]}{p.stderr[-3000:]}"
+    return p
+
+
+def clean_env(prefix: Path) -> dict:
+    """What `env -i PATH=/usr/bin:/bin:PREFIX/bin` leaves: no ORT_DYLIB_PATH, no venv."""
+    return {"PATH": f"/usr/bin:/bin:{prefix}/bin"}
+
+
+def installed_stochseg(prefix: Path, *args, cwd: Path | None = None,
+                       timeout: float = 300) -> subprocess.CompletedProcess:
+    """`stochseg ARGS` by name, from the installed tree at `prefix`, in a clean environment."""
+    cmd = ["env", "-i", *(f"{k}={v}" for k, v in clean_env(prefix).items()), "stochseg",
+           *(str(a) for a in args)]
+    return subprocess.run(cmd, cwd=str(cwd or ROOT), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> Path:
+    """A tree installed by `make install` into a temporary prefix and then moved to another
+    folder: the prefix it lives at now."""
+    base = tmp_path_factory.mktemp("install")
+    make_install(base / "prefix")
+    moved = base / "moved" / "elsewhere"
+    moved.parent.mkdir()
+    (base / "prefix").rename(moved)
+    return moved
+
+
 def golden(name: str) -> Path:
     return require(GOLDEN_DIR / name, "golden reference")
 
