@@ -121,7 +121,9 @@ fn histogram_panels<'a>(f: &FigureInputs<'a>) -> Vec<HistogramPanel<'a>> {
 
 /// One panel per uncertainty map, stochastic beside deterministic.
 fn uncertainty_panels<'a>(f: &FigureInputs<'a>) -> Vec<HistogramPanel<'a>> {
-    let det = f.comparison.and_then(|c| c.deterministic.uncertainty.as_ref());
+    let det = f
+        .comparison
+        .and_then(|c| c.deterministic.uncertainty.as_ref());
     let of = |u: &'a UncertaintyStatistics| {
         [
             &u.entropy,
