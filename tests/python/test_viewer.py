@@ -292,3 +292,43 @@ def test_a_seg_listing_every_channel_confuses_ohif(nifti_run, work):
     every = work / "every-channel.dcm"
     ds.save_as(every, enforce_file_format=True)
     assert ohif_candidates(every, series) == list(CHANNELS)
+
+
+def region_masks(run) -> dict:
+    """A SEG of several regions: the label map's segments (labels-brats == label), then each
+    region's blobs (its labels map == blob id; segments[].region names the region)."""
+    brats = np.asarray(run.img("labels-brats").dataobj)
+    primary = run.report["region"]["name"]
+    out = {}
+    for s in run.report["seg"]["binary"]["segments"]:
+        region = s.get("region")
+        if region is None:
+            label = next(x["label"] for x in run.report["label_map"]["labels"]
+                         if x["name"] == s["label"])
+            out[s["number"]] = brats == label
+        else:
+            name = "labels" if region == primary else f"labels-{region}"
+            out[s["number"]] = np.asarray(run.img(name).dataobj) == s["blob_id"]
+    return out
+
+
+def test_a_seg_of_several_regions_opens_in_ohif_and_slicer(work):
+    """Four-class model: NETC, SNFH and ET segments and every region's blobs, overlapping, all
+    shown by OHIF's loader on the t2f series and by dcmqi exactly as the maps say."""
+    cfg = write_config(work / "regions.yaml", [ROOT / "onnx" / "unet4-p32.onnx"],
+                       {"dicom_output": {"per_blob_segments": True}})
+    run = run_ok(work / "regions", "--pipeline", cfg, "--case", CASE_DIR,
+                 "--write-source-dicom", "--deterministic", "--threads", "2")
+    expected = region_masks(run)
+    assert len(expected) > 3 and all(m.any() for m in expected.values())
+    series = written_series(run)
+    seg = run.out / "seg.dcm"
+    assert ohif_candidates(seg, series) == ["t2f"]
+    problems = ohif_problems(run, seg, series["t2f"], work / "ohif-regions", expected)
+    assert not problems, "\n".join(problems)
+    grid = lps_affine(run.img("labels").affine)
+    slicer = dcmqi_masks(seg, work / "dcmqi-regions")
+    assert sorted(slicer) == sorted(expected)
+    for n, (arr, aff) in slicer.items():
+        got = into_grid(arr, aff, grid, run.img("labels").shape) != 0
+        assert np.array_equal(got, expected[n]), f"dcmqi: segment {n} differs"
