@@ -8,6 +8,7 @@ import copy
 import csv
 import importlib.util
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -44,6 +45,12 @@ def template(runs):
     return runs.get("p64_s0").report
 
 
+def binary_entropy(logit: float) -> float:
+    """The entropy (bits) of the Bernoulli distribution whose log-odds is `logit`."""
+    p = 1 / (1 + math.exp(-logit))
+    return float(-sum(q * math.log2(q) for q in (p, 1 - p) if q > 0))
+
+
 def synthetic_report(template: dict, case: str, blobs: list[dict],
                      deterministic: list[float] | None = None) -> dict:
     """A complete report of case `case` whose primary region has `blobs` (dicts with id,
@@ -64,12 +71,18 @@ def synthetic_report(template: dict, case: str, blobs: list[dict],
         r["comparison"] = {
             "deterministic": {"passes_per_model": 1, "sigma": 0.0,
                               "statistics": template["statistics"], "model_statistics": {},
-                              "blobs_found": len(blobs)},
+                              "blobs_found": len(blobs),
+                              "uncertainty": template["uncertainty"]},
             "blobs": [{"id": b["id"], "voxels": b["voxels"],
                        "stochastic_mean_logit": b["mean_logit"],
                        "deterministic_mean_logit": d, "stochastic_pass_agreement": 1.0,
                        "deterministic_pass_agreement": 1.0,
-                       "deterministic_model_mean_logits": {}}
+                       "deterministic_model_mean_logits": {},
+                       "stochastic_mean_entropy": binary_entropy(b["mean_logit"]),
+                       "deterministic_mean_entropy": binary_entropy(d),
+                       "stochastic_mean_mutual_information": 0.0,
+                       "deterministic_mean_mutual_information": 0.0,
+                       "deterministic_mean_logit_variance_between": 0.0}
                       for b, d in zip(blobs, deterministic)]}
     errors = list(report_validator().iter_errors(r))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:3]]

@@ -18,21 +18,40 @@ import yaml
 from conftest import CASE_DIR, FIXTURES, error_line, load_yaml, model_path, run_ok, stochseg
 
 V1_SCHEMA = FIXTURES / "report-v1.schema.yaml"
+V2_BLOB_FIELDS = ("mean_entropy", "mean_mutual_information", "mean_logit_variance_between",
+                  "mean_logit_variance_within")
+V2_COMPARISON_FIELDS = ("stochastic_mean_entropy", "deterministic_mean_entropy",
+                        "stochastic_mean_mutual_information",
+                        "deterministic_mean_mutual_information",
+                        "deterministic_mean_logit_variance_between")
 
 
 def v1_report(report: dict) -> dict:
     """`report` (version 2) as a version 1 run wrote it: without the regions (`region`,
-    `regions`, `label_map`, `models[].outputs`) and `seg.levels`; checked against the version 1
-    schema."""
+    `regions`, `label_map`, `models[].outputs`, `seg.levels`, `seg.files[].segments[].region`),
+    the uncertainty decomposition (`uncertainty` and the per-blob and comparison fields) and
+    `pipeline.source`; checked against the version 1 schema."""
     import jsonschema
 
     old = copy.deepcopy(report)
     old["schema_version"] = 1
-    for key in ("region", "regions", "label_map"):
+    for key in ("region", "regions", "label_map", "uncertainty"):
         old.pop(key, None)
+    old["pipeline"].pop("source", None)
     for m in old["models"]:
         m.pop("outputs")
+    for b in old["blobs"]:
+        for key in V2_BLOB_FIELDS:
+            b.pop(key, None)
+    if old.get("comparison"):
+        old["comparison"]["deterministic"].pop("uncertainty", None)
+        for b in old["comparison"]["blobs"]:
+            for key in V2_COMPARISON_FIELDS:
+                b.pop(key, None)
     old["seg"].pop("levels", None)
+    for f in old["seg"].get("files", []):
+        for seg in f.get("segments", []):
+            seg.pop("region", None)
     schema = yaml.safe_load(V1_SCHEMA.read_text())
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(old))
     assert not errors, [e.message for e in errors[:3]]
