@@ -1,6 +1,7 @@
 # stochseg — the two commands a fresh machine needs:
 #   make demo   installs ONNX Runtime (PyPI wheel) into .venv, builds, runs the demo case
-#   make test   the same setup, then every test (Rust unit + integration, Python cross-checks)
+#   make test   the same, plus the test tools (tests/python/requirements.txt), then every test
+#               (Rust unit + integration, Python cross-checks)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -15,17 +16,26 @@ DEMO_OUT ?= out/demo
 ort_lib = $(shell ls -1 $(CURDIR)/$(1)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | sort -V | tail -n1)
 export ORT_DYLIB_PATH = $(call ort_lib,$(VENV))
 
-.PHONY: setup setup-gpu build demo test test-rust test-python lint gpu-check clean batch fuzz fuzz-build
+.PHONY: setup setup-test setup-gpu setup-viewer build demo demo-regions test test-rust test-python lint gpu-check clean batch fuzz fuzz-build install uninstall
 
-# the OpenVINO execution provider, a plugin of the same ONNX Runtime (PyPI wheels for x86-64
-# only): installed into the same venv, where the binary finds it beside the loaded library
+# what the demo needs: ONNX Runtime, the library the binary loads, and its OpenVINO execution
+# provider, a plugin of the same ONNX Runtime (PyPI wheels for x86-64 only) installed into the
+# same venv, where the binary finds it beside the loaded library
 OPENVINO_EP_VERSION := 1.8.1
 
 setup: $(VENV)/.installed $(VENV)/.openvino-$(OPENVINO_EP_VERSION)
 
-$(VENV)/.installed: tests/python/requirements.txt
+$(VENV)/.installed:
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet onnxruntime==$(ORT_VERSION)
+	touch $@
+
+# what the tests (and the benchmark's numpy reference) need besides: pytest, nibabel, scipy,
+# the DICOM tools, the workflow engines
+setup-test: $(VENV)/.test-installed
+
+$(VENV)/.test-installed: $(VENV)/.installed tests/python/requirements.txt
 	$(VPY) -m pip install --quiet onnxruntime==$(ORT_VERSION) -r tests/python/requirements.txt
 	touch $@
 
@@ -36,6 +46,14 @@ $(VENV)/.openvino-$(OPENVINO_EP_VERSION): $(VENV)/.installed
 	  echo "setup: no onnxruntime-ep-openvino wheel for $$(uname -m); run with --device cpu" >&2; \
 	fi
 	touch $@
+
+# OHIF's SEG loader for tests/python/test_viewer.py: @cornerstonejs/adapters and dcmjs at the
+# versions of tests/viewer/package-lock.json (needs node and npm)
+VIEWER := tests/viewer
+setup-viewer: $(VIEWER)/node_modules/.package-lock.json
+
+$(VIEWER)/node_modules/.package-lock.json: $(VIEWER)/package-lock.json $(VIEWER)/package.json
+	cd $(VIEWER) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
 # GPU: the onnxruntime-gpu wheel with its CUDA 13 / cuDNN 9 wheels (and TensorRT 10 with
 # TENSORRT=1) in .venv-gpu; the binary preloads them from there by absolute path.
@@ -61,23 +79,42 @@ demo: setup build
 	$(BIN) run --pipeline pipelines/brats-goat-stochastic.yaml --case $(DEMO_CASE) --out $(DEMO_OUT) --overwrite
 	@echo "demo report: $(DEMO_OUT)/report.yaml"
 
+# the sub-regions: three four-class demo U-Nets, per-region maps and blobs, the BraTS label map
+DEMO_REGIONS_OUT ?= out/demo-regions
+demo-regions: setup build
+	$(BIN) run --pipeline pipelines/brats-goat-regions.yaml --case $(DEMO_CASE) --out $(DEMO_REGIONS_OUT) --overwrite
+	@echo "demo report: $(DEMO_REGIONS_OUT)/report.yaml"
+
 # a cohort, one make job per case: make batch CASES=DIR OUT=DIR [-j N] (see pipelines/batch.mk)
 batch: setup build
-	$(MAKE) -f pipelines/batch.mk
+	$(MAKE) -f pipelines/batch.mk BIN=$(BIN)
 
-test: setup build test-rust test-python
+# the relocatable installed tree (docs/install.md): PREFIX/bin/stochseg, ONNX Runtime in
+# PREFIX/lib/stochseg, pipelines, models and workflows in PREFIX/share/stochseg, man pages and
+# shell completions; DESTDIR=... stages it for a package. Uninstall removes what the manifest
+# (PREFIX/share/stochseg/install-manifest) lists.
+PREFIX ?= /usr/local
+
+install: setup build
+	scripts/install.sh install "$(PREFIX)" $(BIN) $(VENV)
+
+uninstall:
+	scripts/install.sh uninstall "$(PREFIX)"
+
+test: setup setup-test setup-viewer build test-rust test-python
 
 test-rust:
 	cargo test --release --locked
 
-test-python:
-	$(VPY) -m pytest -q tests/python
+test-python: setup-test
+	$(VPY) -m pytest -q -rs tests/python
 
 lint:
+	python3 scripts/module_cycles.py
 	cargo fmt --all -- --check
 	cargo clippy --release --all-targets -- -D warnings
 
-# fuzzing (README "Robustness"): each target FUZZ_SECONDS from the seeds in fuzz/corpus/<target>
+# fuzzing (docs/robustness.md): each target FUZZ_SECONDS from the seeds in fuzz/corpus/<target>
 # (new inputs go to fuzz/work/, crashes to fuzz/artifacts/). With cargo-fuzz and a nightly
 # toolchain the targets are built with AddressSanitizer (`cargo fuzz build`); without, with the
 # same coverage instrumentation on the stable toolchain and no sanitizer.
@@ -117,5 +154,5 @@ clean:
 
 # benchmark (issue 5): scaling series and the side-by-side with bench/reference.py (minutes)
 .PHONY: bench
-bench: setup build
+bench: setup setup-test build
 	$(VPY) bench/run.py

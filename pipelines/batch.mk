@@ -2,12 +2,13 @@
 # re-run redoes only what changed.
 #
 #   make batch CASES=cohort OUT=results -j 4              (top-level Makefile: setup, build, this)
-#   make -f pipelines/batch.mk CASES=cohort OUT=results   (the binary already built)
+#   make -f pipelines/batch.mk CASES=cohort OUT=results   (`stochseg` on PATH, e.g. installed)
+#   make -f PREFIX/share/stochseg/workflows/batch.mk ...  (the installed copy of this file)
 #
 # Cases are the subfolders of CASES (BraTS names <case>-t1n.nii.gz ..., or DICOM series). Case
 # <c> gives the target OUT/<c>/report.yaml, which depends on every file under CASES/<c>/, on the
-# model files and on the pipeline config: touching one case's input re-runs that case only,
-# touching a model or the config re-runs every case. Runs use --overwrite, and stochseg replaces
+# model files and on the pipeline config file (as `stochseg validate` resolves them): touching one
+# case's input re-runs that case only, touching a model or the config re-runs every case. Runs use --overwrite, and stochseg replaces
 # a case folder atomically, so a re-run that fails leaves the previous result in place.
 #
 # A failing case does not stop the others (`-k` is not needed): its output is logged to
@@ -16,15 +17,16 @@
 # writes OUT/cohort-summary.csv and .yaml, and make exits non-zero if any case failed. An
 # interrupted run (exit 130) stops the batch.
 #
-# Variables: PIPELINE (config; empty to give models in ARGS only), ARGS (config flags for both
-# `run` and `validate`, e.g. --passes 2 --model onnx/unet-p32.onnx), THREADS (per case; default:
-# the CPU quota, so with -j N set THREADS to cores / N), MODELS (model files to depend on;
-# default: those `stochseg validate` reports), BIN, LOG_FORMAT (text or json). Paths must not
-# contain spaces.
+# Variables: PIPELINE (a config file or a shipped pipeline's name; empty: stochseg's default
+# pipeline, or only the models in ARGS), ARGS (config flags for both `run` and `validate`, e.g.
+# --passes 2 --model onnx/unet-p32.onnx), THREADS (per case; default: the CPU quota, so with -j N
+# set THREADS to cores / N), MODELS (files to depend on; default: the model files and config file
+# `stochseg validate` reports), BIN (default: `stochseg` on PATH), LOG_FORMAT (text or json).
+# Paths must not contain spaces.
 
 SHELL := /bin/bash
-BIN ?= target/release/stochseg
-PIPELINE ?= pipelines/brats-goat-stochastic.yaml
+BIN ?= stochseg
+PIPELINE ?=
 ARGS ?=
 THREADS ?=
 LOG_FORMAT ?= text
@@ -48,12 +50,16 @@ ifeq ($(CASE_NAMES),)
 $(error no case folder in $(CASES_DIR))
 endif
 
-# the model files the pipeline uses, as `stochseg validate` resolves them (checks the config too)
+# the model files and the config file the run uses, as `stochseg validate` resolves them (its
+# `models[].path` and `pipeline_config`; this checks the config too)
 ifeq ($(origin MODELS),undefined)
-MODELS := $(shell set -o pipefail; $(BIN) -q validate $(CONFIG_ARGS) --format yaml | sed -n 's/^  path: //p')
+DEPENDS := $(shell set -o pipefail; $(BIN) -q validate $(CONFIG_ARGS) --format yaml \
+  | sed -n -e 's/^    path: "\(.*\)"$$/\1/p' -e 's/^pipeline_config: "\(.*\)"$$/\1/p')
 ifneq ($(.SHELLSTATUS),0)
 $(error `$(BIN) validate $(CONFIG_ARGS)` failed: fix the pipeline config or models first)
 endif
+else
+DEPENDS := $(MODELS) $(wildcard $(PIPELINE))
 endif
 
 .PHONY: all
@@ -72,7 +78,7 @@ all: $(REPORTS)
 	[ $$failed -eq 0 ]
 
 .SECONDEXPANSION:
-$(OUT_DIR)/%/report.yaml: $$(shell find $(CASES_DIR)/$$* -type f) $(MODELS) $(PIPELINE)
+$(OUT_DIR)/%/report.yaml: $$(shell find $(CASES_DIR)/$$* -type f) $(DEPENDS)
 	@mkdir -p $(LOGS)
 	@rm -f $(LOGS)/$*.failed
 	@code=0; \

@@ -16,7 +16,9 @@ $PY scripts/phantom.py --out demo/BraTS-DEMO-00000-000 --case-id BraTS-DEMO-0000
 $PY scripts/phantom.py --out tests/fixtures/case-small --case-id SMALL-00001-000 \
     --shape 96 112 48 --spacing 1 1 1 --seed 7 --tumors 2 --false-positive-mimics 1 --hard-mimics 1
 
-# test models (conv3, identity-plus-one, fixed-batch1; the last needs onnx/unet-p32.onnx)
+# test models: conv3, identity-plus-one, fixed-batch1 (needs onnx/unet-p32.onnx),
+# pointwise-softmax4, pointwise-regions3, undeclared4, foreign4 (needs onnx/unet4-p32.onnx);
+# the demo models in onnx/ themselves come from onnx/train.py (--task wt, classes, regions)
 $PY tests/fixtures/models/make_models.py
 
 # golden sliding-window outputs (needs onnxruntime and the models in onnx/)

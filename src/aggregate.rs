@@ -8,13 +8,24 @@
 //! file (`PassStore::spilled`) that is read back one pass at a time. The spread is the sample
 //! standard deviation across passes (0 with one pass). Maps are `[z, y, x]` on whatever grid the
 //! passes come on (the canonical crop).
+//!
+//! A run with several regions keeps one aggregator per region (`RegionAggregator`): each pass's
+//! stitched output channels go through the model's `regions::Head` to the regions it provides,
+//! and, for the argmax label rule, the running mean of its softmax class probabilities.
 
 use std::path::{Path, PathBuf};
 
 use half::f16;
-use ndarray::{Array3, ArrayView3, Zip};
+use ndarray::{Array3, Array4, ArrayView3, Axis, Zip};
 
 use crate::pipeline::Aggregation;
+use crate::regions::{self, Head, LabelRule, RegionPlan};
+use crate::uncertainty::{UncertaintyAccumulator, UncertaintyMaps};
+
+/// Where the ensemble hands each pass: the model's stitched output channels `[k, z, y, x]`.
+pub trait PassSink: Send {
+    fn add(&mut self, model: usize, channels: Array4<f32>);
+}
 
 /// Each pass's logits in f16, with the model that made it.
 #[derive(Debug)]
@@ -120,7 +131,8 @@ pub struct Aggregator {
     count: usize,
     mean: Array3<f32>,
     m2: Array3<f32>,
-    prob_mean: Option<Array3<f32>>,
+    /// The mean of the pass probabilities and the decomposition of the spread.
+    uncertainty: UncertaintyAccumulator,
     passes: PassStore,
     spill_error: Option<std::io::Error>,
 }
@@ -133,6 +145,8 @@ pub struct Aggregate {
     pub mean_logit: Array3<f32>,
     pub std_logit: Array3<f32>,
     pub probability: Array3<f32>,
+    /// Entropy, mutual information and the between/within-model variance (`uncertainty`).
+    pub uncertainty: UncertaintyMaps,
     pub passes: PassStore,
 }
 
@@ -153,7 +167,7 @@ impl Aggregator {
             count: 0,
             mean: Array3::zeros(shape),
             m2: Array3::zeros(shape),
-            prob_mean: (aggregation == Aggregation::MeanProbability).then(|| Array3::zeros(shape)),
+            uncertainty: UncertaintyAccumulator::new(shape),
             passes,
             spill_error: None,
         }
@@ -171,11 +185,7 @@ impl Aggregator {
                 *mean += delta * inv_n;
                 *m2 += delta * (x - *mean);
             });
-        if let Some(p) = self.prob_mean.as_mut() {
-            Zip::from(p)
-                .and(&logits)
-                .par_for_each(|p, &x| *p += (sigmoid(x) - *p) * inv_n);
-        }
+        self.uncertainty.add(model, logits);
         let mut compact = Array3::from_elem(logits.raw_dim(), f16::ZERO);
         Zip::from(&mut compact)
             .and(&logits)
@@ -198,17 +208,168 @@ impl Aggregator {
                 0.0
             }
         });
-        let (logit_map, probability) = match (self.aggregation, self.prob_mean) {
-            (Aggregation::MeanProbability, Some(p)) => (p.mapv(logit), p),
-            _ => (self.mean.clone(), self.mean.mapv(sigmoid)),
+        let uncertainty = self.uncertainty.finish(&self.m2);
+        let (logit_map, probability) = match self.aggregation {
+            Aggregation::MeanProbability => (
+                uncertainty.probability.mapv(logit),
+                uncertainty.probability.clone(),
+            ),
+            Aggregation::MeanLogit => (self.mean.clone(), self.mean.mapv(sigmoid)),
         };
         Ok(Aggregate {
             logit: logit_map,
             mean_logit: self.mean,
             std_logit,
             probability,
+            uncertainty,
             passes: self.passes,
         })
+    }
+}
+
+/// Per-pass maps larger than this (all regions together) go to spill files instead of memory.
+const SPILL_ABOVE_BYTES: usize = 128 << 20;
+
+/// One pass store per region of `plan` for `passes` passes per model on a grid of `shape`: in
+/// memory, or in spill files when all of them together would hold more than 128 MiB; region
+/// r's file is `spill(suffix)`, the suffix empty for the first region and `-<region>` for the
+/// others.
+pub fn pass_stores(
+    plan: &RegionPlan,
+    passes: usize,
+    shape: [usize; 3],
+    spill: impl Fn(&str) -> PathBuf,
+) -> std::io::Result<Vec<PassStore>> {
+    let voxels: usize = shape.iter().product();
+    let regions = plan.regions.len();
+    let bytes: usize = (0..regions)
+        .map(|r| voxels * std::mem::size_of::<f16>() * passes * plan.feeders(r).len())
+        .sum();
+    (0..regions)
+        .map(|r| {
+            if bytes <= SPILL_ABOVE_BYTES {
+                return Ok(PassStore::in_memory(shape));
+            }
+            let suffix = match r {
+                0 => String::new(),
+                _ => format!("-{}", plan.regions[r].name),
+            };
+            PassStore::spilled(shape, &spill(&suffix))
+        })
+        .collect()
+}
+
+/// A single map aggregates channel 0 of every pass (the one-region case, and tests).
+impl PassSink for Aggregator {
+    fn add(&mut self, model: usize, channels: Array4<f32>) {
+        Aggregator::add(self, model, channels.index_axis(Axis(0), 0));
+    }
+}
+
+/// One pass's logits of one region, as handed to a `PassWriter`.
+pub struct PassMap<'v> {
+    pub region: usize,
+    pub model: usize,
+    /// The pass's number among the model's passes, from 0.
+    pub pass: usize,
+    pub logits: ArrayView3<'v, f32>,
+}
+
+/// Writes each pass's region logits somewhere (`outputs.pass_maps`).
+pub type PassWriter<'a> = Box<dyn FnMut(PassMap) -> std::io::Result<()> + Send + 'a>;
+
+/// One aggregator per region, each fed by the models that provide the region.
+pub struct RegionAggregator<'a> {
+    heads: Vec<Head>,
+    regions: Vec<Aggregator>,
+    /// Sums of the softmax class probabilities and their count (argmax label rule only).
+    classes: Option<(Array4<f32>, usize)>,
+    /// Where the pass maps go, passes seen per model, and the first failure to write one.
+    writer: Option<PassWriter<'a>>,
+    passes_of_model: Vec<usize>,
+    write_error: Option<std::io::Error>,
+}
+
+/// The aggregated maps of every region, and the averaged class probabilities `[k, z, y, x]`
+/// for the argmax label rule.
+#[derive(Debug)]
+pub struct RegionAggregates {
+    pub regions: Vec<Aggregate>,
+    pub class_means: Option<Array4<f32>>,
+}
+
+impl<'a> RegionAggregator<'a> {
+    /// Aggregators for the regions of `plan` on a grid of `shape`, with one pass store per
+    /// region (see `PassStore`), and each pass's region logits handed to `writer` when given.
+    pub fn new(
+        plan: &RegionPlan,
+        shape: [usize; 3],
+        aggregation: Aggregation,
+        stores: Vec<PassStore>,
+        writer: Option<PassWriter<'a>>,
+    ) -> RegionAggregator<'a> {
+        let classes = match &plan.label_map {
+            Some((LabelRule::Argmax { labels }, _)) => {
+                let [z, y, x] = shape;
+                Some((Array4::zeros((labels.len(), z, y, x)), 0))
+            }
+            _ => None,
+        };
+        RegionAggregator {
+            heads: plan.heads.clone(),
+            regions: stores
+                .into_iter()
+                .map(|store| Aggregator::new(shape, aggregation, store))
+                .collect(),
+            classes,
+            writer,
+            passes_of_model: vec![0; plan.heads.len()],
+            write_error: None,
+        }
+    }
+
+    /// The aggregated maps; fails only when writing a spill file or a pass map failed.
+    pub fn finish(self) -> std::io::Result<RegionAggregates> {
+        if let Some(e) = self.write_error {
+            return Err(e);
+        }
+        let regions = self
+            .regions
+            .into_iter()
+            .map(Aggregator::finish)
+            .collect::<std::io::Result<_>>()?;
+        let class_means = self.classes.map(|(mut sums, n)| {
+            let inv = 1.0 / n.max(1) as f32;
+            sums.mapv_inplace(|v| v * inv);
+            sums
+        });
+        Ok(RegionAggregates {
+            regions,
+            class_means,
+        })
+    }
+}
+
+impl PassSink for RegionAggregator<'_> {
+    fn add(&mut self, model: usize, channels: Array4<f32>) {
+        if let Some((sums, n)) = self.classes.as_mut() {
+            regions::add_softmax(channels.view(), sums);
+            *n += 1;
+        }
+        let pass = self.passes_of_model[model];
+        self.passes_of_model[model] += 1;
+        for (region, logits) in self.heads[model].region_logits(channels) {
+            self.regions[region].add(model, logits.view());
+            if let (Some(write), None) = (self.writer.as_mut(), &self.write_error) {
+                let map = PassMap {
+                    region,
+                    model,
+                    pass,
+                    logits: logits.view(),
+                };
+                self.write_error = write(map).err();
+            }
+        }
     }
 }
 

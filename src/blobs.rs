@@ -200,7 +200,13 @@ pub struct Blob {
     pub mean_probability: f64,
     pub max_logit: f64,
     pub mean_spread: f64,
-    /// Mean logit over the blob of each model's passes, in model order.
+    /// Means over the blob of the uncertainty maps (`uncertainty`): entropy and mutual
+    /// information in bits, and the between- and within-model logit variance.
+    pub mean_entropy: f64,
+    pub mean_mutual_information: f64,
+    pub mean_logit_variance_between: f64,
+    pub mean_logit_variance_within: f64,
+    /// Mean logit over the blob of each feeding model's passes, in model order.
     pub model_mean_logits: Vec<f64>,
     /// Mean logit over the blob of each pass, in pass order.
     pub pass_mean_logits: Vec<f64>,
@@ -215,6 +221,10 @@ struct Sums {
     logit: f64,
     probability: f64,
     spread: f64,
+    entropy: f64,
+    mutual_information: f64,
+    variance_between: f64,
+    variance_within: f64,
     max_logit: f64,
     position: [f64; 3],
     min_zyx: [usize; 3],
@@ -222,12 +232,13 @@ struct Sums {
     first_input_key: u64,
 }
 
-/// Finds the blobs of `aggregate` (on the canonical crop) and measures them.
+/// Finds the blobs of `aggregate` (on the canonical crop) and measures them; `models` are the
+/// indices of the models whose passes fed it (their means are reported in this order).
 /// Returns the final label map (values = blob ids) on the canonical crop and the blobs; fails
 /// only when a spilled pass cannot be read back.
 pub fn find(
     aggregate: &Aggregate,
-    n_models: usize,
+    models: &[usize],
     opts: &BlobOptions,
     frame: &Frame,
 ) -> std::io::Result<(Array3<u32>, Vec<Blob>)> {
@@ -259,7 +270,7 @@ pub fn find(
                 &sums[old],
                 &pass_sums,
                 aggregate,
-                n_models,
+                models,
                 opts.threshold,
                 frame,
             )
@@ -287,6 +298,11 @@ fn accumulate(labels: &Array3<u32>, n: usize, aggregate: &Aggregate, frame: &Fra
         s.logit += logit;
         s.probability += f64::from(aggregate.probability[[z, y, x]]);
         s.spread += f64::from(aggregate.std_logit[[z, y, x]]);
+        let u = &aggregate.uncertainty;
+        s.entropy += f64::from(u.entropy[[z, y, x]]);
+        s.mutual_information += f64::from(u.mutual_information[[z, y, x]]);
+        s.variance_between += f64::from(u.variance_between[[z, y, x]]);
+        s.variance_within += f64::from(u.variance_within[[z, y, x]]);
         s.max_logit = s.max_logit.max(logit);
         for (a, v) in [z, y, x].into_iter().enumerate() {
             s.position[a] += v as f64;
@@ -325,7 +341,7 @@ fn describe(
     s: &Sums,
     pass_sums: &[Vec<f64>],
     aggregate: &Aggregate,
-    n_models: usize,
+    models: &[usize],
     threshold: f32,
     frame: &Frame,
 ) -> Blob {
@@ -336,8 +352,9 @@ fn describe(
     let corner_a = frame.to_input_ijk(s.min_zyx.map(|v| v as f64));
     let corner_b = frame.to_input_ijk(s.max_zyx.map(|v| v as f64));
     let pass_mean_logits: Vec<f64> = pass_sums.iter().map(|p| p[id as usize] / n).collect();
-    let model_mean_logits = (0..n_models)
-        .map(|m| {
+    let model_mean_logits = models
+        .iter()
+        .map(|&m| {
             let own: Vec<f64> = aggregate
                 .passes
                 .models()
@@ -365,6 +382,10 @@ fn describe(
         mean_probability: s.probability / n,
         max_logit: s.max_logit,
         mean_spread: s.spread / n,
+        mean_entropy: s.entropy / n,
+        mean_mutual_information: s.mutual_information / n,
+        mean_logit_variance_between: s.variance_between / n,
+        mean_logit_variance_within: s.variance_within / n,
         model_mean_logits,
         pass_agreement: agreeing as f64 / pass_mean_logits.len().max(1) as f64,
         pass_mean_logits,

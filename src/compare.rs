@@ -13,16 +13,17 @@
 use std::collections::BTreeMap;
 
 use ndarray::{Array3, Zip};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::Aggregate;
 use crate::blobs::{self, Blob};
 use crate::pipeline::{Decision, Decisions};
-use crate::report::{DistributionInfo, Statistics};
 use crate::stats;
+use crate::stats::{DistributionInfo, Statistics, UncertaintyStatistics};
+use crate::uncertainty::UncertaintyMaps;
 
 /// The report's `comparison` section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
     pub deterministic: DeterministicSummary,
     /// One entry per stochastic blob, in blob-id order.
@@ -30,7 +31,7 @@ pub struct Comparison {
 }
 
 /// The deterministic ensemble's own numbers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeterministicSummary {
     pub passes_per_model: usize,
     pub sigma: f32,
@@ -41,10 +42,15 @@ pub struct DeterministicSummary {
     /// Blobs the deterministic aggregate gives on its own (same threshold, connectivity and
     /// minimum size).
     pub blobs_found: usize,
+    /// Its uncertainty maps over the brain, on the stochastic run's edges: with one noise-free
+    /// pass per model only the models disagree (no within-model variance). Absent from reports
+    /// of version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<UncertaintyStatistics>,
 }
 
 /// One stochastic blob under both ensembles.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobComparison {
     pub id: u32,
     pub voxels: usize,
@@ -54,6 +60,18 @@ pub struct BlobComparison {
     /// Fraction of models whose noise-free blob-mean logit exceeds the threshold.
     pub deterministic_pass_agreement: f64,
     pub deterministic_model_mean_logits: BTreeMap<String, f64>,
+    /// Mean entropy and mutual information (bits) over the blob under both ensembles, and the
+    /// deterministic between-model logit variance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stochastic_mean_entropy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deterministic_mean_entropy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stochastic_mean_mutual_information: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deterministic_mean_mutual_information: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deterministic_mean_logit_variance_between: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stochastic_decision: Option<Decision>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,8 +87,10 @@ pub struct CompareInputs<'a> {
     pub brain: &'a Array3<bool>,
     pub threshold: f32,
     pub decisions: Option<Decisions>,
-    /// The stochastic run's histogram edges.
+    /// The stochastic run's histogram edges, of the logits and of the logit variances.
     pub edges: &'a [f64],
+    pub variance_edges: &'a [Vec<f64>; 2],
+    pub histogram_bins: usize,
     /// Blobs the deterministic aggregate gives on its own.
     pub deterministic_blobs_found: usize,
 }
@@ -81,6 +101,10 @@ pub fn build(det: &Aggregate, inputs: &CompareInputs) -> std::io::Result<Compari
     let model_statistics = model_statistics(det, inputs)?;
     let n = inputs.stochastic_blobs.len();
     let means = blob_means(inputs.labels, n, &det.logit);
+    let u = &det.uncertainty;
+    let entropy = blob_means(inputs.labels, n, &u.entropy);
+    let information = blob_means(inputs.labels, n, &u.mutual_information);
+    let between = blob_means(inputs.labels, n, &u.variance_between);
     let pass_sums = blobs::pass_sums(inputs.labels, n, det)?;
     let models = det.passes.models().to_vec();
     let blobs = inputs
@@ -116,6 +140,11 @@ pub fn build(det: &Aggregate, inputs: &CompareInputs) -> std::io::Result<Compari
                 stochastic_pass_agreement: b.pass_agreement,
                 deterministic_pass_agreement: agreeing as f64 / per_pass.len().max(1) as f64,
                 deterministic_model_mean_logits: model_means,
+                stochastic_mean_entropy: Some(b.mean_entropy),
+                deterministic_mean_entropy: Some(entropy[id]),
+                stochastic_mean_mutual_information: Some(b.mean_mutual_information),
+                deterministic_mean_mutual_information: Some(information[id]),
+                deterministic_mean_logit_variance_between: Some(between[id]),
                 stochastic_decision: inputs.decisions.map(|d| d.decide(b.mean_logit)),
                 deterministic_decision: inputs.decisions.map(|d| d.decide(means[id])),
             }
@@ -128,6 +157,12 @@ pub fn build(det: &Aggregate, inputs: &CompareInputs) -> std::io::Result<Compari
             statistics,
             model_statistics,
             blobs_found: inputs.deterministic_blobs_found,
+            uncertainty: Some(uncertainty_statistics(
+                u,
+                inputs.brain,
+                inputs.histogram_bins,
+                inputs.variance_edges,
+            )),
         },
         blobs,
     })
@@ -172,6 +207,46 @@ pub fn statistics(
         brain: describe(&inside, edges),
         positive: describe(&positive, edges),
     }
+}
+
+/// The uncertainty maps over `brain`: entropies on `bins` bins of `[0, 1]`, the between- and
+/// within-model variances on `variance_edges` (one set each).
+pub fn uncertainty_statistics(
+    u: &UncertaintyMaps,
+    brain: &Array3<bool>,
+    bins: usize,
+    variance_edges: &[Vec<f64>; 2],
+) -> UncertaintyStatistics {
+    let unit = stats::edges(0.0, 1.0, bins);
+    let over = |map: &Array3<f32>, edges: &[f64]| {
+        let values: Vec<f32> = map
+            .iter()
+            .zip(brain.iter())
+            .filter(|(_, &b)| b)
+            .map(|(&v, _)| v)
+            .collect();
+        describe(&values, edges)
+    };
+    UncertaintyStatistics {
+        entropy: over(&u.entropy, &unit),
+        expected_entropy: over(&u.expected_entropy, &unit),
+        mutual_information: over(&u.mutual_information, &unit),
+        logit_variance_between: over(&u.variance_between, &variance_edges[0]),
+        logit_variance_within: over(&u.variance_within, &variance_edges[1]),
+    }
+}
+
+/// Edges for the between- and within-model logit variances over `brain`: `bins` bins from 0 to
+/// the ceiling of the largest of each (at least 1).
+pub fn variance_edges(u: &UncertaintyMaps, brain: &Array3<bool>, bins: usize) -> [Vec<f64>; 2] {
+    [&u.variance_between, &u.variance_within].map(|map| {
+        let top = map
+            .iter()
+            .zip(brain.iter())
+            .filter(|(_, &b)| b)
+            .fold(0.0f32, |top, (&v, _)| top.max(v));
+        stats::edges(0.0, f64::from(top.ceil()).max(1.0), bins)
+    })
 }
 
 fn describe(values: &[f32], edges: &[f64]) -> DistributionInfo {

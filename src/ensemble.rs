@@ -13,9 +13,10 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::PassSink;
 use crate::infer::{Model, ModelError};
 use crate::pipeline::{NoiseOn, NoiseRegion};
+use crate::streams::NoiseStreams;
 use crate::window::{Tiling, WindowOptions};
 
 /// How to run the ensemble.
@@ -23,7 +24,7 @@ use crate::window::{Tiling, WindowOptions};
 pub struct EnsembleOptions {
     pub passes: usize,
     pub sigma: f32,
-    pub seed: u64,
+    pub streams: NoiseStreams,
     pub noise_region: NoiseRegion,
     /// Where the noise is drawn: here (the reference) or by the model on its device.
     pub noise_on: NoiseOn,
@@ -65,7 +66,7 @@ pub fn run(
     input: ArrayView4<f32>,
     brain: ArrayView3<bool>,
     opts: &EnsembleOptions,
-    aggregator: &mut Aggregator,
+    aggregator: &mut dyn PassSink,
     on_pass: &mut dyn FnMut(PassDone),
 ) -> Result<(), ModelError> {
     let shape = [input.shape()[1], input.shape()[2], input.shape()[3]];
@@ -93,7 +94,7 @@ pub fn run(
     };
     let (mut current, mut next) = (buffer(noisy), buffer(noisy && opts.overlap_noise));
     let mut noise_seconds = 0.0;
-    let mut previous: Option<(usize, Array3<f32>)> = None;
+    let mut previous: Option<(usize, Array4<f32>)> = None;
     let mut tiling: Option<Tiling> = None;
     for (done, &(m, p)) in steps.iter().enumerate() {
         let model = models[m].as_mut();
@@ -112,9 +113,9 @@ pub fn run(
         let (prediction, inference_seconds, (aggregate_seconds, next_noise_seconds)) =
             std::thread::scope(|scope| {
                 let helper = scope.spawn(|| {
-                    let aggregate = previous.take().map_or(0.0, |(pm, logits)| {
-                        timed(|| aggregator.add(pm, logits.view()))
-                    });
+                    let aggregate = previous
+                        .take()
+                        .map_or(0.0, |(pm, logits)| timed(|| aggregator.add(pm, logits)));
                     let noise = upcoming.map_or(0.0, |&(nm, np)| {
                         timed(|| add_noise(input, brain, opts, nm, np, &mut next))
                     });
@@ -148,7 +149,7 @@ pub fn run(
         }
     }
     if let Some((m, logits)) = previous {
-        aggregator.add(m, logits.view());
+        aggregator.add(m, logits);
     }
     Ok(())
 }
@@ -174,18 +175,6 @@ fn timed(f: impl FnOnce()) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Mixes the stream coordinates into one seed (SplitMix64 finalizer per word).
-pub fn stream_seed(seed: u64, words: [u64; 4]) -> u64 {
-    let mix = |mut z: u64| {
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    words.iter().fold(mix(seed), |acc, &w| {
-        mix(acc ^ mix(w.wrapping_add(0x9e37_79b9_7f4a_7c15)))
-    })
-}
-
 /// Writes `input + noise` into `out` for pass `p` of model `m`.
 pub fn add_noise(
     input: ArrayView4<f32>,
@@ -208,10 +197,7 @@ pub fn add_noise(
         .enumerate()
         .for_each(|(index, chunk)| {
             let (c, z) = (index / depth, index % depth);
-            let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(
-                opts.seed,
-                [m as u64, p as u64, c as u64, z as u64],
-            ));
+            let mut rng = ChaCha8Rng::seed_from_u64(opts.streams.host(m, p, c, z));
             let source = input.slice(ndarray::s![c, z, .., ..]);
             let mask = brain.index_axis(Axis(0), z);
             for ((o, &x), &inside) in chunk.iter_mut().zip(source.iter()).zip(mask.iter()) {
@@ -225,7 +211,7 @@ pub fn add_noise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::PassStore;
+    use crate::aggregate::{Aggregator, PassStore};
     use crate::pipeline::{Aggregation, Weighting};
     use ndarray::Array3;
 
@@ -233,7 +219,7 @@ mod tests {
         EnsembleOptions {
             passes: 2,
             sigma,
-            seed,
+            streams: NoiseStreams::new(seed),
             noise_region: NoiseRegion::Volume,
             noise_on: NoiseOn::Host,
             overlap_noise: false,

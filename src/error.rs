@@ -13,6 +13,7 @@ use crate::infer::ModelError;
 use crate::io::InputError;
 use crate::output::OutputError;
 use crate::pipeline::ConfigError;
+use crate::report::{ReadError, ReportError};
 
 /// Process exit codes, a contract with workflow engines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,35 +37,32 @@ pub enum Error {
     Model(#[from] ModelError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The report could not be serialized or does not conform to its schema (an output failure).
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// A written report that cannot be read back (`evaluate`, `summarize`): input rejected.
+    #[error(transparent)]
+    ReportRead(#[from] ReadError),
     #[error("interrupted")]
     Interrupted,
-}
-
-/// `s` with control characters (a newline inside a YAML key, say) shown as escapes, so that a
-/// message that quotes user input stays on one line.
-pub fn escape_controls(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    /// A check of `stochseg doctor` failed: which one, and why (the cause's exit code).
+    #[error("doctor: {check}: {source}")]
+    Check {
+        check: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Config(_) => ExitCode::Usage,
-            Error::Input(_) => ExitCode::Input,
+            Error::Input(_) | Error::ReportRead(_) => ExitCode::Input,
             Error::Model(ModelError::Interrupted) | Error::Interrupted => ExitCode::Interrupted,
             Error::Model(_) => ExitCode::Model,
-            Error::Output(_) => ExitCode::Output,
+            Error::Output(_) | Error::Report(_) => ExitCode::Output,
+            Error::Check { source, .. } => source.exit_code(),
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The BraTS 2023/2024 lesion-wise rule for one case, on the whole tumor (`seg > 0` vs
-//! `labels > 0`), as the challenge's metrics code (BraTS-2023-Metrics, `brats_metrics.py`)
-//! defines it.
+//! The BraTS 2023/2024 lesion-wise rule for one case and one region (the region's GT mask vs its
+//! predicted mask: `seg > 0` vs `labels > 0` for the whole tumor), as the challenge's metrics
+//! code (BraTS-2023-Metrics, `brats_metrics.py`) defines it.
 //!
 //! Inputs: the GT and predicted masks on one grid (`[z, y, x]`), the voxel volume in mm³ and a
 //! [`LesionRule`]. GT voxels are grouped into lesions by the 26-connected components of the GT

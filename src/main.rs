@@ -6,6 +6,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use stochseg::error::{Error, ExitCode};
+use stochseg::install::{self, PipelineChoice};
 use stochseg::io::case::CaseSpec;
 use stochseg::pipeline::{self, ConfigError, Overrides, Pipeline};
 use stochseg::run::{self, Event, RunRequest};
@@ -15,11 +16,16 @@ use stochseg::schema::SchemaKind;
 #[command(
     name = "stochseg",
     version,
+    disable_version_flag = true,
     about = "Uncertainty-aware brain-tumor segmentation with a stochastic ONNX U-Net ensemble"
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Print the version; with -v also the ONNX Runtime library found, its version and
+    /// execution providers, and the data folder.
+    #[arg(short = 'V', long)]
+    version: bool,
     /// Less output on stderr (errors only).
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -29,7 +35,7 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// ONNX Runtime library (libonnxruntime.so.*); see README for the search order.
+    /// ONNX Runtime library (libonnxruntime.so.*); see docs/models.md for the search order.
     #[arg(long, global = true, value_name = "PATH")]
     ort_lib: Option<PathBuf>,
 }
@@ -53,9 +59,11 @@ enum Command {
         /// Folder holding one output folder per case.
         out_dir: PathBuf,
     },
-    /// Evaluate a cohort of finished runs against ground truth: whole-tumor Dice, the BraTS
-    /// 2023/2024 lesion-wise rule (GT dilation, small lesions left out), and blob confidence as a detector (ROC AUC, AP, bootstrap CIs, calibration,
-    /// Youden threshold); writes evaluation.yaml and CSVs.
+    /// Evaluate a cohort of finished runs against ground truth, per region: Dice, the BraTS
+    /// 2023/2024 lesion-wise rule (GT dilation, small lesions left out), blob confidence as a
+    /// detector (ROC AUC, AP, bootstrap CIs, calibration, Youden threshold), the label map's
+    /// per-label Dice, and from uncertainty and probability maps the QU-BraTS score, the
+    /// retention curve and the voxels' calibration; writes evaluation.yaml, CSVs and plots.
     Evaluate(EvaluateArgs),
     /// Print a model's inputs, outputs and metadata.
     Inspect {
@@ -66,6 +74,23 @@ enum Command {
     Schema {
         #[arg(value_enum)]
         which: SchemaChoice,
+    },
+    /// List the shipped pipelines (names for --pipeline NAME) with their descriptions.
+    Pipelines,
+    /// Check the installation end to end: ONNX Runtime loads, every shipped pipeline and model
+    /// opens, a small synthetic case runs through the default pipeline (one pass per model).
+    Doctor,
+    /// Print a shell completion script (bash, zsh, fish, ...) on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (stochseg.1, stochseg-<command>.1) into a folder.
+    #[command(hide = true)]
+    Man {
+        /// Folder for the pages (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -121,8 +146,9 @@ enum SchemaChoice {
 
 #[derive(Args)]
 struct ConfigArgs {
-    /// Pipeline config (YAML).
-    #[arg(long, value_name = "YAML")]
+    /// Pipeline config: a YAML file, or a shipped pipeline's name (`stochseg pipelines`).
+    /// Without it and without --model: the shipped brats-goat-stochastic.
+    #[arg(long, value_name = "YAML|NAME")]
     pipeline: Option<PathBuf>,
     /// Model to use, replacing the config's models (repeatable); PATH or PATH:DxHxW.
     #[arg(long = "model", value_name = "PATH[:DxHxW]")]
@@ -243,16 +269,24 @@ fn main() -> ProcessExit {
             return ProcessExit::from(ExitCode::Usage as u8);
         }
         Err(e) => {
-            // --help, --version
+            // --help
             let _ = e.print();
             return ProcessExit::SUCCESS;
         }
     };
     init_logging(&cli);
+    if cli.version {
+        print_version(&cli);
+        return ProcessExit::SUCCESS;
+    }
+    let Some(command) = &cli.command else {
+        eprintln!("{}", usage_line(&missing_command()));
+        return ProcessExit::from(ExitCode::Usage as u8);
+    };
     if let Err(e) = ctrlc::set_handler(stochseg::cancel::request) {
         tracing::warn!("cannot install the interrupt handler: {e}");
     }
-    match dispatch(&cli) {
+    match dispatch(&cli, command) {
         Ok(()) => ProcessExit::SUCCESS,
         Err(e) => {
             // the contract is one line, whatever a third-party message holds
@@ -264,6 +298,29 @@ fn main() -> ProcessExit {
             ProcessExit::from(e.exit_code() as u8)
         }
     }
+}
+
+/// `stochseg --version`: the version; with -v, what `doctor::about` finds.
+fn print_version(cli: &Cli) {
+    if cli.verbose > 0 {
+        print!("{}", stochseg::doctor::about(cli.ort_lib.as_deref()).text());
+    } else {
+        println!("stochseg {}", env!("CARGO_PKG_VERSION"));
+    }
+}
+
+/// The usage error of a command line without a command, naming the commands.
+fn missing_command() -> clap::Error {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .map(|s| s.get_name().to_string())
+        .collect();
+    cmd.error(
+        clap::error::ErrorKind::MissingSubcommand,
+        format!("a command is required: {}", names.join(", ")),
+    )
 }
 
 /// clap's usage error on one line, like every other error: its message and tips, without the
@@ -314,8 +371,8 @@ fn print_paths(files: &[PathBuf]) {
     }
 }
 
-fn dispatch(cli: &Cli) -> Result<(), Error> {
-    match &cli.command {
+fn dispatch(cli: &Cli, command: &Command) -> Result<(), Error> {
+    match command {
         Command::Run(args) => run_case(cli, args),
         Command::Validate(args) => validate(cli, args),
         Command::Summarize { out_dir } => {
@@ -365,8 +422,14 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Inspect { model } => {
-            let (env, _) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
-            let info = stochseg::infer::ort::inspect(env, model)?;
+            let backend = stochseg::infer::onnx_runtime(stochseg::infer::SessionOptions {
+                library: cli.ort_lib.clone(),
+                plan: stochseg::infer::ProviderPlan::cpu_only(),
+                threads: stochseg::infer::Threads::ONE,
+                batch_size: 1,
+                max_batch_voxels: 1,
+            })?;
+            let info = backend.describe(model)?;
             print!(
                 "{}",
                 stochseg::yaml::to_string(&info).map_err(ConfigError::Invalid)?
@@ -381,18 +444,57 @@ fn dispatch(cli: &Cli) -> Result<(), Error> {
             print!("{}", kind.text());
             Ok(())
         }
+        Command::Pipelines => {
+            let list = stochseg::install::installed_pipelines()?;
+            let width = list.iter().map(|p| p.name.len()).max().unwrap_or(0);
+            for p in &list {
+                let default = if p.default { " (default)" } else { "" };
+                println!("{:<width$}  {}{default}", p.name, p.description);
+            }
+            Ok(())
+        }
+        Command::Doctor => {
+            stochseg::doctor::doctor(cli.ort_lib.clone(), &mut |check| {
+                println!("ok  {}: {}", check.name, check.detail)
+            })?;
+            tracing::info!("every check passed");
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "stochseg", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => write_man_pages(out),
     }
 }
 
-fn load_pipeline(args: &ConfigArgs, write_source_dicom: bool) -> Result<Pipeline, Error> {
-    load_pipeline_with(args, write_source_dicom, None)
+/// One page per visible command, generated from the flags' definitions.
+fn write_man_pages(out: &std::path::Path) -> Result<(), Error> {
+    let failed = |e: std::io::Error| stochseg::output::OutputError::Io {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(failed)?;
+    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), out).map_err(failed)?;
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(failed)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "1"))
+        .collect();
+    pages.sort();
+    print_paths(&pages);
+    Ok(())
 }
 
-fn load_pipeline_with(
+/// The pipeline config the flags ask for (a file, a shipped name, the default, or the command
+/// line's models), with the flags applied, and where it came from.
+fn load_pipeline(
     args: &ConfigArgs,
     write_source_dicom: bool,
     figures: Option<bool>,
-) -> Result<Pipeline, Error> {
+) -> Result<(Pipeline, PipelineChoice), Error> {
     let models = args
         .models
         .iter()
@@ -406,15 +508,10 @@ fn load_pipeline_with(
                 .map_err(|e| ConfigError::Invalid(format!("--device: {e}")))
         })
         .transpose()?;
-    let base = match &args.pipeline {
+    let choice = install::choose_pipeline(args.pipeline.as_deref(), !models.is_empty())?;
+    let base = match &choice.path {
         Some(path) => Pipeline::load(path)?,
-        None if !models.is_empty() => Pipeline::from_models(Vec::new()),
-        None => {
-            return Err(ConfigError::Invalid(
-                "give --pipeline YAML or at least one --model PATH".into(),
-            )
-            .into())
-        }
+        None => Pipeline::from_models(Vec::new()),
     };
     let overrides = Overrides {
         models,
@@ -433,7 +530,7 @@ fn load_pipeline_with(
         overlap: args.overlap,
         write_source_dicom,
     };
-    Ok(base.apply(overrides)?)
+    Ok((base.apply(overrides)?, choice))
 }
 
 fn case_spec(
@@ -491,15 +588,18 @@ fn run_case(cli: &Cli, args: &RunArgs) -> Result<(), Error> {
         (_, true) => Some(false),
         _ => None,
     };
-    let pipeline = load_pipeline_with(&args.config, args.write_source_dicom, figures)?;
+    let (pipeline, choice) = load_pipeline(&args.config, args.write_source_dicom, figures)?;
     let case = case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels)?;
     rayon::ThreadPoolBuilder::new()
-        .num_threads(run::thread_count(pipeline.execution.threads))
+        .num_threads(stochseg::resources::thread_count(
+            pipeline.execution.threads,
+        ))
         .build_global()
         .ok();
     let request = RunRequest {
         pipeline,
-        pipeline_path: args.config.pipeline.clone(),
+        pipeline_path: choice.path,
+        pipeline_source: choice.source,
         case,
         out: args.out.clone(),
         overwrite: args.overwrite,
@@ -571,85 +671,18 @@ fn log_beside(bar: Option<&indicatif::ProgressBar>, log: impl FnOnce()) {
 }
 
 fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
-    use stochseg::estimate;
-    use stochseg::infer::Model;
-    let pipeline = load_pipeline(&args.config, false)?;
+    let (pipeline, choice) = load_pipeline(&args.config, false, None)?;
     let case = (args.case.is_some() || !args.inputs.is_empty())
         .then(|| case_spec(args.case.as_ref(), &args.inputs, &pipeline.channels))
         .transpose()?;
-    let (env, rt) = stochseg::infer::runtime::init(cli.ort_lib.as_deref())?;
-    let plan = stochseg::infer::providers::ProviderPlan::from_config(&pipeline.execution);
-    let opts = stochseg::infer::ort::OpenOptions {
-        plan: &plan,
-        runtime: rt,
-        threads: stochseg::infer::ort::Threads::ONE,
-        batch_size: pipeline.inference.batch_size,
-        max_batch_voxels: pipeline.inference.max_batch_voxels,
-    };
-    let yaml = args.format == ValidateFormat::Yaml;
-    let mut plans = Vec::new();
-    let mut model_values = Vec::new();
-    for spec in &pipeline.models {
-        let model = stochseg::infer::ort::OrtModel::open(env, spec, &pipeline.channels, &opts)?;
-        let provider = model.device().provider_name();
-        let placement = model.placement();
-        if !yaml {
-            println!(
-                "model {}: patch {:?}, batch {:?}, provider {provider} ({}), ok",
-                model.name(),
-                model.patch_size(),
-                model.fixed_batch(),
-                placement.precision,
-            );
-        }
-        model_values.push(serde_json::json!({
-            "name": model.name(), "path": spec.path, "patch_size": model.patch_size(),
-            "fixed_batch": model.fixed_batch(), "execution_provider": provider,
-            "precision": placement.precision,
-            "plugin_version": placement.plugin.as_ref().map(|p| &p.version),
-        }));
-        plans.push(estimate::model_plan(
-            &spec.path,
-            model.name(),
-            model.patch_size(),
-            model.fixed_batch(),
-        ));
-    }
-    let mut doc =
-        serde_json::json!({"pipeline": pipeline.name, "ok": true, "models": model_values});
-    if let Some(spec) = &case {
-        let grid = estimate::case_grid(spec, &pipeline)?;
-        let e = estimate::estimate(&pipeline, &plans, &grid)?;
-        let shape = grid.geometry.shape_ijk;
-        if !yaml {
-            println!(
-                "case {}: grid {}x{}x{} ({} voxels; crop assumed to be the whole grid)",
-                grid.id,
-                shape[0],
-                shape[1],
-                shape[2],
-                grid.geometry.voxel_count()
-            );
-            println!("expected peak memory: {} MiB", e.peak_memory_mib());
-            println!("expected output size: {} MiB", e.output_mib());
-        }
-        doc["case"] = serde_json::json!({
-            "id": grid.id, "shape_ijk": shape, "voxels": grid.geometry.voxel_count(),
-            "crop": "assumed to be the whole grid",
-        });
-        doc["estimate"] = serde_json::json!({
-            "peak_memory_mib": e.peak_memory_mib(), "output_mib": e.output_mib(),
-            "peak_memory_bytes": e.peak_memory_bytes, "output_bytes": e.output_bytes,
-            "memory_parts": e.memory_parts, "output_parts": e.output_parts,
-        });
-    }
-    if yaml {
-        print!(
+    let validation =
+        stochseg::validate::validate(&pipeline, &choice, case.as_ref(), cli.ort_lib.clone())?;
+    match args.format {
+        ValidateFormat::Yaml => print!(
             "{}",
-            stochseg::yaml::to_string(&doc).map_err(ConfigError::Invalid)?
-        );
-    } else {
-        println!("pipeline {}: ok", pipeline.name);
+            stochseg::yaml::to_string(&validation).map_err(ConfigError::Invalid)?
+        ),
+        ValidateFormat::Text => print!("{}", validation.text()),
     }
     Ok(())
 }

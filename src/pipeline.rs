@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{self, SchemaKind};
+use crate::volume::AxisCodes;
 
 /// Problems with the configuration or the command line (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +29,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// The same error with control characters in its text escaped.
     fn one_line(self) -> ConfigError {
-        use crate::error::escape_controls as esc;
+        use crate::text::escape_controls as esc;
         match self {
             ConfigError::Yaml { path, reason } => ConfigError::Yaml {
                 path,
@@ -54,8 +55,12 @@ pub struct Pipeline {
     #[serde(default = "default_channels")]
     pub channels: Vec<String>,
     #[serde(default = "default_orientation")]
-    pub orientation: String,
+    pub orientation: AxisCodes,
     pub models: Vec<ModelSpec>,
+    /// The tumor regions the run reports (`regions::RegionPlan`); empty: derived from what the
+    /// models declare.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionDecl>,
     #[serde(default)]
     pub preprocess: Preprocess,
     #[serde(default)]
@@ -84,8 +89,43 @@ pub struct ModelSpec {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch_size: Option<[usize; 3]>,
-    #[serde(default)]
-    pub output_channel: usize,
+    /// Reads this one channel of a multi-channel output as the model's one logit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_channel: Option<usize>,
+    /// What the output channels are; wins over the model's `outputs` metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<OutputDecl>,
+}
+
+/// What a model's output channels are (the `outputs` key of a model in the config, or of the
+/// ONNX model's metadata as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputDecl {
+    /// One channel: the logit of one region.
+    Logit(RegionDecl),
+    /// Channel i is the logit of class i of a softmax over the channels.
+    Softmax(Vec<ClassDecl>),
+    /// Channel i is the (sigmoid) logit of region i.
+    Sigmoid(Vec<RegionDecl>),
+}
+
+/// A region: a name and the label values (of a BraTS-style label map) it covers; no labels
+/// means every non-zero label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionDecl {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<u8>>,
+}
+
+/// One class of a softmax output: its name and label value (0 is the background).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassDecl {
+    pub name: String,
+    pub label: u8,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +157,16 @@ pub struct Inference {
 pub enum Weighting {
     Gaussian,
     Constant,
+}
+
+impl Weighting {
+    /// The name the config and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Weighting::Gaussian => "gaussian",
+            Weighting::Constant => "constant",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +211,16 @@ pub enum NoiseRegion {
     Brain,
 }
 
+impl NoiseRegion {
+    /// The name the config and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NoiseRegion::Volume => "volume",
+            NoiseRegion::Brain => "brain",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NoiseOn {
@@ -168,11 +228,31 @@ pub enum NoiseOn {
     Device,
 }
 
+impl NoiseOn {
+    /// The name the config and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NoiseOn::Host => "host",
+            NoiseOn::Device => "device",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     MeanLogit,
     MeanProbability,
+}
+
+impl Aggregation {
+    /// The name the config and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::MeanLogit => "mean_logit",
+            Aggregation::MeanProbability => "mean_probability",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,15 +315,69 @@ pub enum MapKind {
     StdLogits,
     Probability,
     Labels,
+    Entropy,
+    ExpectedEntropy,
+    MutualInformation,
+    LogitVarianceBetween,
+    LogitVarianceWithin,
+    /// `uncertainty-<region>.nii.gz`, uint8 0-100 (`outputs.uncertainty_measure`).
+    Uncertainty,
 }
 
+/// The measure `uncertainty-<region>.nii.gz` scales to 0-100 (all three are in bits, 0 to 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncertaintyMeasure {
+    /// Total: the entropy of the mean pass probability.
+    #[default]
+    Entropy,
+    /// Epistemic: entropy minus the mean pass entropy.
+    MutualInformation,
+    /// Aleatoric: the mean pass entropy.
+    ExpectedEntropy,
+}
+
+impl UncertaintyMeasure {
+    /// The name the config and the maps' descriptions use.
+    pub fn name(self) -> &'static str {
+        match self {
+            UncertaintyMeasure::Entropy => "entropy",
+            UncertaintyMeasure::MutualInformation => "mutual_information",
+            UncertaintyMeasure::ExpectedEntropy => "expected_entropy",
+        }
+    }
+}
+
+/// The folder of the pass maps (`outputs.pass_maps`).
+pub const PASS_MAPS_DIR: &str = "passes";
+
+/// The label map in the BraTS convention (runs whose regions give one, see `regions`).
+pub const LABEL_MAP_FILE: &str = "labels-brats.nii.gz";
+
 impl MapKind {
+    /// The map's file name for `region`: with `-<region>` before the extension unless the
+    /// region is the primary one (`mean_logits-TC.nii.gz`); the uncertainty map always names
+    /// its region (`uncertainty-WT.nii.gz`).
+    pub fn file_name_for(self, region: &str, primary: bool) -> String {
+        let stem = self.file_name().trim_end_matches(".nii.gz");
+        match (self, primary) {
+            (MapKind::Uncertainty, _) | (_, false) => format!("{stem}-{region}.nii.gz"),
+            _ => self.file_name().to_string(),
+        }
+    }
+
     pub fn file_name(self) -> &'static str {
         match self {
             MapKind::MeanLogits => "mean_logits.nii.gz",
             MapKind::StdLogits => "std_logits.nii.gz",
             MapKind::Probability => "probability.nii.gz",
             MapKind::Labels => "labels.nii.gz",
+            MapKind::Entropy => "entropy.nii.gz",
+            MapKind::ExpectedEntropy => "expected_entropy.nii.gz",
+            MapKind::MutualInformation => "mutual_information.nii.gz",
+            MapKind::LogitVarianceBetween => "logit_variance_between.nii.gz",
+            MapKind::LogitVarianceWithin => "logit_variance_within.nii.gz",
+            MapKind::Uncertainty => "uncertainty.nii.gz",
         }
     }
 }
@@ -253,6 +387,10 @@ impl MapKind {
 pub struct Outputs {
     pub maps: Vec<MapKind>,
     pub histogram_bins: usize,
+    /// What `uncertainty-<region>.nii.gz` shows.
+    pub uncertainty_measure: UncertaintyMeasure,
+    /// Also write every pass's region logits (`passes/<region>/<model>-pass<NN>.nii.gz`).
+    pub pass_maps: bool,
     /// PNG figures in `figures/` (see `figures`).
     pub figures: bool,
 }
@@ -470,10 +608,18 @@ pub struct DicomOutput {
     pub decision_segments: bool,
     /// Also write `prob-seg.dcm`, a FRACTIONAL (probability) SEG of the probability map.
     pub probability_seg: bool,
+    /// Also write `prob-levels-seg.dcm`, a BINARY SEG with one segment per level (the voxels
+    /// whose probability is at least the level); increasing, in (0, 1]. Empty: not written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probability_levels: Vec<f64>,
     /// Leave out frames with no segmented voxel (a segment keeps one frame if all are empty).
     pub omit_empty_frames: bool,
     /// Write the input channels as DICOM MR series under `source-dicom/` (NIfTI input only).
     pub write_source_dicom: bool,
+    /// The channel whose series the SEGs reference, the one a viewer draws them on; `None`:
+    /// `t2f` when it is a channel, else the first channel (`Pipeline::reference_channel`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_channel: Option<String>,
     /// PatientName of the objects written for NIfTI input (DICOM input keeps the source's).
     pub patient_name: String,
     /// PatientID of the objects written for NIfTI input; empty = the case id.
@@ -487,13 +633,18 @@ impl Default for DicomOutput {
             seg_blobs: SegBlobs::All,
             decision_segments: false,
             probability_seg: false,
+            probability_levels: Vec::new(),
             omit_empty_frames: true,
             write_source_dicom: false,
+            reference_channel: None,
             patient_name: "Anonymous^".to_string(),
             patient_id: String::new(),
         }
     }
 }
+
+/// The default reference channel of the SEGs: BraTS's T2-FLAIR.
+const DEFAULT_REFERENCE_CHANNEL: &str = "t2f";
 
 fn default_name() -> String {
     "unnamed".to_string()
@@ -501,8 +652,8 @@ fn default_name() -> String {
 fn default_channels() -> Vec<String> {
     ["t1n", "t1c", "t2w", "t2f"].map(String::from).to_vec()
 }
-fn default_orientation() -> String {
-    "LPS".to_string()
+fn default_orientation() -> AxisCodes {
+    AxisCodes::LPS
 }
 
 impl Default for Preprocess {
@@ -557,8 +708,16 @@ impl Default for Outputs {
                 MapKind::StdLogits,
                 MapKind::Probability,
                 MapKind::Labels,
+                MapKind::Entropy,
+                MapKind::ExpectedEntropy,
+                MapKind::MutualInformation,
+                MapKind::LogitVarianceBetween,
+                MapKind::LogitVarianceWithin,
+                MapKind::Uncertainty,
             ],
             histogram_bins: 64,
+            uncertainty_measure: UncertaintyMeasure::default(),
+            pass_maps: false,
             figures: false,
         }
     }
@@ -663,6 +822,7 @@ impl Pipeline {
             channels: default_channels(),
             orientation: default_orientation(),
             models,
+            regions: Vec::new(),
             preprocess: Preprocess::default(),
             inference: Inference::default(),
             ensemble: Ensemble::default(),
@@ -673,6 +833,23 @@ impl Pipeline {
             dicom: DicomInput::default(),
             dicom_output: DicomOutput::default(),
         }
+    }
+
+    /// The channel whose series the SEGs reference: `dicom_output.reference_channel`, else
+    /// `t2f` (FLAIR, where the whole tumor's extent shows; docs/dicom.md) when it is one of the
+    /// channels, else the first channel.
+    pub fn reference_channel(&self) -> &str {
+        let default = || {
+            self.channels
+                .iter()
+                .find(|c| c.as_str() == DEFAULT_REFERENCE_CHANNEL)
+                .or(self.channels.first())
+        };
+        self.dicom_output
+            .reference_channel
+            .as_ref()
+            .or_else(default)
+            .map_or(DEFAULT_REFERENCE_CHANNEL, String::as_str)
     }
 
     /// Applies command-line values, then re-checks the result against the schema.
@@ -757,6 +934,17 @@ impl Pipeline {
                 ));
             }
         }
+        if self
+            .dicom_output
+            .probability_levels
+            .windows(2)
+            .any(|w| w[1] <= w[0])
+        {
+            return Err(ConfigError::Invalid(format!(
+                "/dicom_output/probability_levels: {:?} must increase",
+                self.dicom_output.probability_levels
+            )));
+        }
         if let Some(d) = self.blobs.decisions {
             if d.reject > d.accept {
                 return Err(ConfigError::Invalid(format!(
@@ -765,17 +953,20 @@ impl Pipeline {
                 )));
             }
         }
-        if crate::volume::parse_axis_codes(&self.orientation).is_none() {
-            return Err(ConfigError::Invalid(format!(
-                "/orientation: '{}' is not three orthogonal directions (e.g. LPS, RAS)",
-                self.orientation
-            )));
-        }
         self.check_dicom()
     }
 
-    /// Every DICOM series rule names a channel and compiles.
+    /// Every DICOM series rule names a channel and compiles; the SEG's reference channel is a
+    /// channel.
     fn check_dicom(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.dicom_output.reference_channel {
+            if !self.channels.contains(c) {
+                return Err(ConfigError::Invalid(format!(
+                    "/dicom_output/reference_channel: '{c}' is not one of the channels ({})",
+                    self.channels.join(", ")
+                )));
+            }
+        }
         for (channel, rule) in &self.dicom.series {
             if !self.channels.contains(channel) {
                 return Err(ConfigError::Invalid(format!(
@@ -834,7 +1025,8 @@ pub fn parse_model_arg(arg: &str) -> Result<ModelSpec, ConfigError> {
         path: PathBuf::from(path),
         name: None,
         patch_size: patch,
-        output_channel: 0,
+        output_channel: None,
+        outputs: None,
     })
 }
 
@@ -986,6 +1178,36 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn reference_channel_defaults_to_flair_and_must_be_a_channel() {
+        let load = |extra: &str| {
+            Pipeline::from_yaml(
+                &format!("models: [{{path: m.onnx}}]\n{extra}"),
+                Path::new("."),
+            )
+        };
+        assert_eq!(load("").unwrap().reference_channel(), "t2f");
+        let custom = load("channels: [pd, flair2]").unwrap();
+        assert_eq!(
+            custom.reference_channel(),
+            "pd",
+            "no t2f: the first channel"
+        );
+        let chosen = load("dicom_output: {reference_channel: t1c}").unwrap();
+        assert_eq!(chosen.reference_channel(), "t1c");
+        let e = load("dicom_output: {reference_channel: flair}").unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("/dicom_output/reference_channel: 'flair' is not one of the channels (t1n, t1c, t2w, t2f)"), "{e}");
+        let e = load("dicom_output: {probability_levels: [0.5, 0.5]}").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/dicom_output/probability_levels: [0.5, 0.5] must increase"),
+            "{e}"
+        );
+        assert!(load("dicom_output: {probability_levels: [0, 0.5]}").is_err());
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! inside the mask (population std over the mask, accumulated in f64) and exactly 0 outside.
 //! Arrays are `[c, z, y, x]`; the crop box is in canonical `[z, y, x]` indices, end exclusive.
 
-use ndarray::{s, Array3, Array4, ArrayView4, Axis, Zip};
-use serde::Serialize;
+use ndarray::{s, Array3, Array4, ArrayView3, ArrayView4, Axis, Zip};
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::Preprocess;
+use crate::volume::{AxisCodes, AxisMap, Geometry};
 
 /// A half-open box `[start, end)` in `[z, y, x]` indices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CropBox {
     pub start_zyx: [usize; 3],
     pub end_zyx: [usize; 3],
@@ -31,7 +34,7 @@ impl CropBox {
 }
 
 /// Mean and standard deviation used to normalize one channel.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ChannelStats {
     pub mean: f64,
     pub std: f64,
@@ -49,6 +52,32 @@ pub struct Prepared {
     /// Canonical grid shape `[z, y, x]`.
     pub canonical_shape: [usize; 3],
     pub channel_stats: Vec<ChannelStats>,
+    /// How the input grid's axes map onto the canonical ones.
+    pub axis_map: AxisMap,
+}
+
+/// Reorients `images` (`[c, z, y, x]` on the input grid `geometry`) to `orientation`, then
+/// normalizes and crops them (`prepare`).
+pub fn prepare_case(
+    images: ArrayView4<f32>,
+    geometry: &Geometry,
+    orientation: AxisCodes,
+    opts: &Preprocess,
+) -> Prepared {
+    let axis_map = AxisMap::towards(geometry, orientation);
+    let canonical = axis_map.to_canonical4(images);
+    let mut prepared = prepare(canonical, opts.crop_to_nonzero, opts.crop_margin_voxels);
+    prepared.axis_map = axis_map;
+    prepared
+}
+
+impl Prepared {
+    /// A map on the canonical crop (`[z, y, x]`) back on the input grid, `fill` outside the
+    /// crop.
+    pub fn to_input_grid<T: Clone>(&self, map: ArrayView3<T>, fill: T) -> Array3<T> {
+        self.axis_map
+            .to_input(uncrop(map, &self.crop, self.canonical_shape, fill))
+    }
 }
 
 /// Normalizes and crops an image already in canonical orientation.
@@ -87,6 +116,10 @@ pub fn prepare(canonical: ArrayView4<f32>, crop_to_nonzero: bool, margin: usize)
         crop,
         canonical_shape: shape,
         channel_stats,
+        axis_map: AxisMap {
+            source: [0, 1, 2],
+            flip: [false; 3],
+        },
     }
 }
 

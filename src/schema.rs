@@ -51,7 +51,7 @@ pub fn validate(kind: SchemaKind, instance: &serde_json::Value) -> Result<(), Ve
             } else {
                 path
             };
-            crate::error::escape_controls(&format!("{path}: {e}"))
+            crate::text::escape_controls(&format!("{path}: {e}"))
         })
         .collect();
     if problems.is_empty() {

@@ -1,11 +1,12 @@
 //! Case-level statistics of logit distributions, as the study compares them: mean, standard
 //! deviation, skewness and excess kurtosis (population moments, accumulated in f64), and
-//! histograms with explicit bin edges.
+//! histograms with explicit bin edges; and the median the DICOM slice-gap check and the cohort
+//! summary use.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Moments of a sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Moments {
     pub count: usize,
     pub mean: f64,
@@ -15,10 +16,38 @@ pub struct Moments {
 }
 
 /// Histogram with `edges.len() == counts.len() + 1`; the last bin includes its right edge.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     pub edges: Vec<f64>,
     pub counts: Vec<u64>,
+}
+
+/// The uncertainty maps (`uncertainty`) over the brain: entropies in bits on `[0, 1]`, the
+/// logit variances on edges from 0 to the ceiling of the largest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UncertaintyStatistics {
+    pub entropy: DistributionInfo,
+    pub expected_entropy: DistributionInfo,
+    pub mutual_information: DistributionInfo,
+    pub logit_variance_between: DistributionInfo,
+    pub logit_variance_within: DistributionInfo,
+}
+
+/// A case's aggregated logits: over the brain, and over the voxels above the blob threshold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Statistics {
+    pub brain_voxels: usize,
+    pub positive_voxels: usize,
+    pub brain: DistributionInfo,
+    pub positive: DistributionInfo,
+}
+
+/// Moments and histogram of one distribution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistributionInfo {
+    #[serde(flatten)]
+    pub moments: Moments,
+    pub histogram: Histogram,
 }
 
 /// Two-pass moments; skewness and kurtosis are 0 when the spread is 0 or the sample is empty.
@@ -54,6 +83,19 @@ pub fn moments(values: &[f32]) -> Moments {
         std: m2.sqrt(),
         skewness,
         excess_kurtosis,
+    }
+}
+
+/// Median (the mean of the middle two for an even count), `None` for no values. Values are
+/// ordered by `f64::total_cmp`.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some(0.5 * (v[n / 2 - 1] + v[n / 2])),
     }
 }
 
@@ -110,6 +152,13 @@ mod tests {
         assert!((m.skewness - 36.0 / 10f64.powf(1.5)).abs() < 1e-12);
         // m4 = (81+16+1+0+1296)/5 = 278.8
         assert!((m.excess_kurtosis - (278.8 / 100.0 - 3.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn median_of_even_and_odd_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[9.0, 1.0, 5.0]), Some(5.0));
+        assert_eq!(median(&[4.0, 1.0, 9.0, 2.0]), Some(3.0));
     }
 
     #[test]

@@ -7,19 +7,21 @@
 //! Per case: case id, status (`ok` / `failed`), blob count, total blob volume (mm^3), the
 //! confidence distribution (min / median / max of the blobs' mean logit; blobs with a positive
 //! mean logit; blobs with pass agreement >= 0.5), the execution providers that ran, the run's total
-//! and ensemble seconds. Reports are read as JSON values, so fields added to the report later do
-//! not break the summary. Both files are written atomically (a temporary file in `OUT`, renamed).
+//! and ensemble seconds. Reports are read as [`crate::report::Report`]s (`report::read`): one that is
+//! not a stochseg report, or lacks a field its version requires, is refused (exit 3) with the file
+//! and the field; fields this build does not know are ignored, and version 1 reports are read.
+//! Both files are written atomically (a temporary file in `OUT`, renamed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::error::Error;
 use crate::io::InputError;
 use crate::output::OutputError;
+use crate::stats;
 
 pub const CSV_NAME: &str = "cohort-summary.csv";
 pub const YAML_NAME: &str = "cohort-summary.yaml";
@@ -56,8 +58,9 @@ pub struct CaseResult {
     pub volume_mm3: f64,
     pub confidence: Confidence,
     pub execution_providers: Vec<String>,
-    pub total_s: f64,
-    pub ensemble_s: f64,
+    /// The run's `timings_s.total` and `timings_s.ensemble` (absent when the report has none).
+    pub total_s: Option<f64>,
+    pub ensemble_s: Option<f64>,
 }
 
 /// The distribution of blob confidences (mean logits).
@@ -114,7 +117,7 @@ pub fn summarize(out_dir: &Path) -> Result<(Summary, [PathBuf; 2]), Error> {
 }
 
 /// Reads every `<case>/report.json` and failure marker under `out_dir`.
-pub fn collect(out_dir: &Path) -> Result<Summary, InputError> {
+pub fn collect(out_dir: &Path) -> Result<Summary, Error> {
     let entries = std::fs::read_dir(out_dir).map_err(|_| InputError::NotFound {
         path: out_dir.to_path_buf(),
     })?;
@@ -152,7 +155,8 @@ pub fn collect(out_dir: &Path) -> Result<Summary, InputError> {
         return Err(InputError::Format {
             path: out_dir.to_path_buf(),
             reason: "no <case>/report.json and no failure marker found".into(),
-        });
+        }
+        .into());
     }
     let all_blobs: Vec<BlobFigures> = blobs_of.into_values().flatten().collect();
     let cases: Vec<CaseRow> = rows.into_values().collect();
@@ -167,54 +171,32 @@ fn format_error(path: &Path, reason: impl Into<String>) -> InputError {
     }
 }
 
-fn read_report(path: &Path, folder: &str) -> Result<(CaseRow, Vec<BlobFigures>), InputError> {
-    let text = std::fs::read_to_string(path).map_err(|e| format_error(path, e.to_string()))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| format_error(path, format!("not a stochseg report: {e}")))?;
-    let num = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64);
-    let blobs = v
-        .get("blobs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| format_error(path, "not a stochseg report: no blobs list"))?
+fn read_report(path: &Path, folder: &str) -> Result<(CaseRow, Vec<BlobFigures>), Error> {
+    let report = crate::report::read(path)?;
+    let blobs: Vec<BlobFigures> = report
+        .blobs
         .iter()
-        .map(|b| {
-            Some(BlobFigures {
-                volume_mm3: num(b, "volume_mm3")?,
-                mean_logit: num(b, "mean_logit")?,
-                pass_agreement: num(b, "pass_agreement")?,
-            })
+        .map(|b| BlobFigures {
+            volume_mm3: b.volume_mm3,
+            mean_logit: b.mean_logit,
+            pass_agreement: b.pass_agreement,
         })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| {
-            format_error(
-                path,
-                "a blob lacks volume_mm3, mean_logit or pass_agreement",
-            )
-        })?;
-    let providers: BTreeSet<String> = v
-        .get("models")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.get("execution_provider").and_then(Value::as_str))
-        .map(String::from)
         .collect();
-    let timings = v.get("timings_s").cloned().unwrap_or(Value::Null);
-    let case_id = v
-        .pointer("/case/id")
-        .and_then(Value::as_str)
-        .unwrap_or(folder)
-        .to_string();
+    let providers: BTreeSet<String> = report
+        .models
+        .iter()
+        .map(|m| m.execution_provider.clone())
+        .collect();
     let result = CaseResult {
         blobs: blobs.len(),
         volume_mm3: blobs.iter().map(|b| b.volume_mm3).sum(),
         confidence: confidence(&blobs),
         execution_providers: providers.into_iter().collect(),
-        total_s: num(&timings, "total").unwrap_or(0.0),
-        ensemble_s: num(&timings, "ensemble").unwrap_or(0.0),
+        total_s: report.timings_s.get("total").copied(),
+        ensemble_s: report.timings_s.get("ensemble").copied(),
     };
     let row = CaseRow {
-        case_id,
+        case_id: report.case.id,
         folder: folder.to_string(),
         status: Status::Ok,
         exit_code: None,
@@ -265,20 +247,10 @@ fn confidence(blobs: &[BlobFigures]) -> Confidence {
     logits.sort_by(f64::total_cmp);
     Confidence {
         mean_logit_min: logits.first().copied(),
-        mean_logit_median: median(&logits),
+        mean_logit_median: stats::median(&logits),
         mean_logit_max: logits.last().copied(),
         positive_mean_logit: blobs.iter().filter(|b| b.mean_logit > 0.0).count(),
         pass_agreement_at_least_half: blobs.iter().filter(|b| b.pass_agreement >= 0.5).count(),
-    }
-}
-
-/// Median of sorted values (mean of the middle two for an even count).
-fn median(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
 }
 
@@ -296,8 +268,8 @@ fn totals(cases: &[CaseRow], blobs: &[BlobFigures]) -> Totals {
         volume_mm3: results.iter().map(|r| r.volume_mm3).sum(),
         confidence: confidence(blobs),
         execution_providers: providers.into_iter().collect(),
-        total_s: results.iter().map(|r| r.total_s).sum(),
-        ensemble_s: results.iter().map(|r| r.ensemble_s).sum(),
+        total_s: results.iter().filter_map(|r| r.total_s).sum(),
+        ensemble_s: results.iter().filter_map(|r| r.ensemble_s).sum(),
     }
 }
 
@@ -348,8 +320,8 @@ pub fn to_csv(summary: &Summary) -> Vec<u8> {
                 .unwrap_or_default(),
             r.map(|r| r.execution_providers.join(";"))
                 .unwrap_or_default(),
-            opt(r.map(|r| r.total_s)),
-            opt(r.map(|r| r.ensemble_s)),
+            opt(r.and_then(|r| r.total_s)),
+            opt(r.and_then(|r| r.ensemble_s)),
         ];
         let _ = w.write_record(&record);
     }
@@ -385,22 +357,26 @@ mod tests {
     use super::*;
 
     fn report(id: &str, blobs: &[(f64, f64, f64)], provider: &str) -> String {
-        let blobs: Vec<Value> = blobs
+        let mut v = crate::report::sample();
+        let blob = v["blobs"][0].clone();
+        v["blobs"] = blobs
             .iter()
-            .map(|&(v, l, a)| {
-                serde_json::json!({"volume_mm3": v, "mean_logit": l, "pass_agreement": a})
+            .enumerate()
+            .map(|(i, &(volume, logit, agreement))| {
+                let mut b = blob.clone();
+                b["id"] = serde_json::json!(i + 1);
+                b["volume_mm3"] = serde_json::json!(volume);
+                b["mean_logit"] = serde_json::json!(logit);
+                b["pass_agreement"] = serde_json::json!(agreement);
+                b
             })
             .collect();
-        serde_json::json!({
-            "case": {"id": id},
-            "models": [
-                {"execution_provider": provider},
-                {"execution_provider": "CPUExecutionProvider"}
-            ],
-            "blobs": blobs,
-            "timings_s": {"total": 2.5, "ensemble": 2.0},
-        })
-        .to_string()
+        v["case"]["id"] = serde_json::json!(id);
+        let model = v["models"][0].clone();
+        v["models"] = serde_json::json!([model.clone(), model]);
+        v["models"][0]["execution_provider"] = serde_json::json!(provider);
+        v["models"][1]["execution_provider"] = serde_json::json!("CPUExecutionProvider");
+        v.to_string()
     }
 
     fn case(dir: &Path, folder: &str, text: &str) {
@@ -468,6 +444,7 @@ mod tests {
         let t = &s.totals;
         assert_eq!((t.cases, t.ok, t.failed, t.blobs), (4, 2, 2, 3));
         assert_eq!((t.total_s, t.ensemble_s), (5.0, 4.0));
+        assert_eq!((a.total_s, a.ensemble_s), (Some(2.5), Some(2.0)));
         assert_eq!(t.confidence.mean_logit_max, Some(3.0));
     }
 
@@ -516,11 +493,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         assert!(matches!(
             collect(tmp.path()),
-            Err(InputError::Format { .. })
+            Err(Error::Input(InputError::Format { .. }))
         ));
         assert!(matches!(
             collect(&tmp.path().join("nope")),
-            Err(InputError::NotFound { .. })
+            Err(Error::Input(InputError::NotFound { .. }))
         ));
         case(tmp.path(), "a", "{not json");
         let e = collect(tmp.path()).unwrap_err().to_string();
@@ -528,12 +505,20 @@ mod tests {
             e.contains("report.json") && e.contains("not a stochseg report"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn median_of_even_and_odd() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[1.0, 5.0, 9.0]), Some(5.0));
-        assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), Some(3.0));
+        // a report without a field the summary reads: refused, never read as 0
+        let mut v: serde_json::Value =
+            serde_json::from_str(&report("A", &[(1.0, 2.0, 1.0)], "x")).unwrap();
+        v["blobs"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("pass_agreement");
+        case(tmp.path(), "a", &v.to_string());
+        let e = collect(tmp.path()).unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::ExitCode::Input);
+        assert!(
+            e.to_string()
+                .ends_with("a/report.json: blobs[0]: missing field `pass_agreement`"),
+            "{e}"
+        );
     }
 }

@@ -170,6 +170,14 @@ impl AxisMap {
         (seen == [0, 1, 2]).then_some(AxisMap { source, flip })
     }
 
+    /// The map that brings a grid with `geometry` to the orientation `to`. Both are three
+    /// orthogonal directions (a geometry's `axis_codes` picks one world axis per array axis),
+    /// so the map always exists.
+    pub fn towards(geometry: &Geometry, to: AxisCodes) -> AxisMap {
+        AxisMap::between(geometry.axis_codes(), to.codes())
+            .expect("two sets of orthogonal axis codes always map onto each other")
+    }
+
     pub fn is_identity(&self) -> bool {
         self.source == [0, 1, 2] && self.flip == [false; 3]
     }
@@ -246,6 +254,41 @@ pub fn parse_axis_codes(s: &str) -> Option<[char; 3]> {
     let chars: Vec<char> = s.trim().to_ascii_uppercase().chars().collect();
     let codes: [char; 3] = chars.try_into().ok()?;
     AxisMap::between(codes, codes).map(|_| codes)
+}
+
+/// Three orthogonal directions in nibabel's axis codes (the direction each array axis points
+/// to, e.g. `LPS`), parsed once where they are read (config `orientation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AxisCodes([char; 3]);
+
+impl AxisCodes {
+    pub const LPS: AxisCodes = AxisCodes(['L', 'P', 'S']);
+
+    pub fn codes(self) -> [char; 3] {
+        self.0
+    }
+}
+
+impl TryFrom<String> for AxisCodes {
+    type Error = String;
+    fn try_from(s: String) -> Result<AxisCodes, String> {
+        parse_axis_codes(&s).map(AxisCodes).ok_or_else(|| {
+            format!("/orientation: '{s}' is not three orthogonal directions (e.g. LPS, RAS)")
+        })
+    }
+}
+
+impl From<AxisCodes> for String {
+    fn from(a: AxisCodes) -> String {
+        a.0.iter().collect()
+    }
+}
+
+impl std::fmt::Display for AxisCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{}", self.0[0], self.0[1], self.0[2])
+    }
 }
 
 #[cfg(test)]

@@ -12,13 +12,14 @@
 //!   scale 1/8), outer product, scaled to a maximum of 1; constant weighting is all ones;
 //! - the stitched value is `sum(w * out) / sum(w)` over the windows covering a voxel.
 //!
-//! Arrays are `[c, z, y, x]` in, `[z, y, x]` out; a patch is `(D, H, W) = (z, y, x)`.
+//! Arrays are `[c, z, y, x]` in and `[k, z, y, x]` out (the model's output channels, each
+//! stitched alone); a patch is `(D, H, W) = (z, y, x)`.
 
 use std::sync::mpsc;
 
 use ndarray::{s, Array3, Array4, Array5, ArrayView3, ArrayView4, Axis, Zip};
 
-use crate::infer::{Model, ModelError};
+use crate::infer::{capped_batch, Model, ModelError};
 use crate::pipeline::Weighting;
 
 /// How to tile.
@@ -98,18 +99,11 @@ pub fn batch_for(model: &dyn Model, opts: &WindowOptions) -> usize {
         .unwrap_or_else(|| capped_batch(model.patch_size(), opts.batch_size, opts.max_batch_voxels))
 }
 
-/// `batch_size` capped so that a batch of `patch`es holds at most `max_batch_voxels` voxels.
-pub fn capped_batch(patch: [usize; 3], batch_size: usize, max_batch_voxels: usize) -> usize {
-    let voxels: usize = patch.iter().product();
-    batch_size
-        .min((max_batch_voxels / voxels.max(1)).max(1))
-        .max(1)
-}
-
-/// A stitched map and what it cost.
+/// The stitched output channels and what they cost.
 #[derive(Debug, Clone)]
 pub struct Prediction {
-    pub logits: Array3<f32>,
+    /// `[k, z, y, x]`: each of the model's output channels.
+    pub logits: Array4<f32>,
     /// Patches run through the model (padding slots of the last batch not counted).
     pub patches: usize,
     /// Patches whose output was kept from an earlier pass instead of run again.
@@ -127,6 +121,8 @@ pub struct Prediction {
 pub struct Tiling {
     shape: [usize; 3],
     patch: [usize; 3],
+    /// Output channels of each patch.
+    channels: usize,
     windows: Vec<[isize; 3]>,
     importance: Array3<f32>,
     batch: usize,
@@ -134,8 +130,8 @@ pub struct Tiling {
     full_batches: bool,
     /// `constant[i]`: window i sees the same input in every pass.
     constant: Vec<bool>,
-    /// Outputs of constant windows, once computed.
-    kept: Vec<Option<Array3<f32>>>,
+    /// Outputs of constant windows (`[k, D, H, W]`), once computed.
+    kept: Vec<Option<Array4<f32>>>,
 }
 
 impl Tiling {
@@ -154,6 +150,7 @@ impl Tiling {
         Tiling {
             shape,
             patch,
+            channels: model.output_channels(),
             windows,
             importance: importance_map(patch, opts.weighting),
             batch: batch_for(model, opts),
@@ -224,7 +221,7 @@ impl Tiling {
         let groups: Vec<&[usize]> = todo.chunks(self.batch.max(1)).collect();
         let (free_tx, free_rx) = mpsc::channel::<Batch>();
         let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(1);
-        let (out_tx, out_rx) = mpsc::channel::<Array4<f32>>();
+        let (out_tx, out_rx) = mpsc::channel::<Array5<f32>>();
         let [d, h, w] = self.patch;
         for _ in 0..2 {
             let _ = free_tx.send(Batch {
@@ -259,7 +256,7 @@ impl Tiling {
             model_seconds += t.elapsed().as_secs_f64();
             let _ = free_tx.send(batch);
             if out_tx
-                .send(out.slice_move(s![..group.len(), .., .., ..]))
+                .send(out.slice_move(s![..group.len(), .., .., .., ..]))
                 .is_err()
             {
                 break;
@@ -309,10 +306,10 @@ impl Tiling {
     /// Stitches every window in order: kept outputs, and model outputs as they arrive (batches
     /// in window order). Returns the map and the new outputs to keep; `None` when the model
     /// side stopped early.
-    fn stitch(&self, outputs: mpsc::Receiver<Array4<f32>>) -> Option<(Array3<f32>, Kept)> {
-        let mut stitcher = Stitcher::new(self.shape, self.importance.clone());
+    fn stitch(&self, outputs: mpsc::Receiver<Array5<f32>>) -> Option<(Array4<f32>, Kept)> {
+        let mut stitcher = Stitcher::new(self.shape, self.channels, self.importance.clone());
         let mut new_kept = Vec::new();
-        let mut batch: Option<Array4<f32>> = None;
+        let mut batch: Option<Array5<f32>> = None;
         let mut slot = 0;
         for (i, &start) in self.windows.iter().enumerate() {
             if let Some(out) = &self.kept[i] {
@@ -349,10 +346,10 @@ struct Batch {
 }
 
 /// New outputs of constant windows, by window index.
-type Kept = Vec<(usize, Array3<f32>)>;
+type Kept = Vec<(usize, Array4<f32>)>;
 
-/// A stitched map, the seconds inside the model, and outputs to keep.
-type Stitched = (Array3<f32>, f64, Kept);
+/// The stitched channels, the seconds inside the model, and outputs to keep.
+type Stitched = (Array4<f32>, f64, Kept);
 
 /// Copies the window at `start` into `patch` (`[c, D, H, W]`), zeros where it leaves the input.
 fn fill_patch(mut patch: ndarray::ArrayViewMut4<f32>, input: ArrayView4<f32>, start: [isize; 3]) {
@@ -387,17 +384,18 @@ fn fill_mask(mut mask: ndarray::ArrayViewMut4<f32>, region: ArrayView3<bool>, st
         .for_each(|m, &r| *m = f32::from(u8::from(r)));
 }
 
-/// Weighted accumulation of patch outputs; `finish` consumes it.
+/// Weighted accumulation of patch outputs (`[k, D, H, W]`, every channel with the same
+/// weights); `finish` consumes it.
 pub struct Stitcher {
-    sum: Array3<f32>,
+    sum: Array4<f32>,
     weight: Array3<f32>,
     importance: Array3<f32>,
 }
 
 impl Stitcher {
-    pub fn new(shape: [usize; 3], importance: Array3<f32>) -> Stitcher {
+    pub fn new(shape: [usize; 3], channels: usize, importance: Array3<f32>) -> Stitcher {
         Stitcher {
-            sum: Array3::zeros(shape),
+            sum: Array4::zeros((channels, shape[0], shape[1], shape[2])),
             weight: Array3::zeros(shape),
             importance,
         }
@@ -405,32 +403,31 @@ impl Stitcher {
 
     /// Adds one patch output whose corner is at `start` (`[z, y, x]`, may lie outside the map:
     /// only the part inside is kept).
-    pub fn add(&mut self, start: [isize; 3], patch: ArrayView3<f32>) {
-        let p = [patch.shape()[0], patch.shape()[1], patch.shape()[2]];
-        let shape = [
-            self.sum.shape()[0],
-            self.sum.shape()[1],
-            self.sum.shape()[2],
-        ];
-        let ([rz, ry, rx], [oz, oy, ox]) = overlap_ranges(start, p, shape);
+    pub fn add(&mut self, start: [isize; 3], patch: ArrayView4<f32>) {
+        let p = [patch.shape()[1], patch.shape()[2], patch.shape()[3]];
+        let ([rz, ry, rx], [oz, oy, ox]) = overlap_ranges(start, p, self.weight.dim().into());
         let inside = s![oz..oz + rz.len(), oy..oy + ry.len(), ox..ox + rx.len()];
         let region = s![rz, ry, rx];
-        Zip::from(self.sum.slice_mut(region))
-            .and(self.weight.slice_mut(region))
-            .and(patch.slice(inside))
-            .and(self.importance.slice(inside))
-            .for_each(|s, w, &v, &imp| {
-                *s += imp * v;
-                *w += imp;
-            });
+        let importance = self.importance.slice(inside);
+        for (mut sum, channel) in self.sum.outer_iter_mut().zip(patch.outer_iter()) {
+            Zip::from(sum.slice_mut(region))
+                .and(channel.slice(inside))
+                .and(importance)
+                .for_each(|s, &v, &imp| *s += imp * v);
+        }
+        Zip::from(self.weight.slice_mut(region))
+            .and(importance)
+            .for_each(|w, &imp| *w += imp);
     }
 
-    /// The stitched map: weighted mean where any window contributed, 0 elsewhere.
-    pub fn finish(self) -> Array3<f32> {
+    /// The stitched channels: weighted mean where any window contributed, 0 elsewhere.
+    pub fn finish(self) -> Array4<f32> {
         let mut sum = self.sum;
-        Zip::from(&mut sum)
-            .and(&self.weight)
-            .for_each(|s, &w| *s = if w > 0.0 { *s / w } else { 0.0 });
+        for mut channel in sum.outer_iter_mut() {
+            Zip::from(&mut channel)
+                .and(&self.weight)
+                .for_each(|s, &w| *s = if w > 0.0 { *s / w } else { 0.0 });
+        }
         sum
     }
 }
@@ -508,6 +505,7 @@ mod tests {
                                 max_batch_voxels: 1 << 20,
                             };
                             let out = predict(&mut model, input.view(), &opts).unwrap().logits;
+                            let out = out.index_axis(Axis(0), 0);
                             let want = input.index_axis(Axis(0), 0).mapv(|v| v + 1.0);
                             let worst = Zip::from(&out)
                                 .and(&want)
@@ -615,7 +613,7 @@ mod tests {
             .predict(&mut model, input.view(), Some(region.view()))
             .unwrap();
         let want = region.mapv(|r| if r { 11.0f32 } else { 1.0 });
-        let worst = Zip::from(&out.logits)
+        let worst = Zip::from(&out.logits.index_axis(Axis(0), 0))
             .and(&want)
             .fold(0.0f32, |m, &a, &b| m.max((a - b).abs()));
         assert!(worst < 1e-5, "{worst}");

@@ -1,7 +1,8 @@
 #!/usr/bin/env cwl-runner
 # A cohort: stochseg-run.cwl scattered over the case folders, then the cohort summary.
-#   cwltool --no-container --preserve-environment ORT_DYLIB_PATH pipelines/cwl/cohort.cwl job.yaml
-# with job.yaml listing `cases` (Directory entries) and, e.g., `models` and `passes`.
+#   cwltool --no-container pipelines/cwl/cohort.cwl job.yaml
+# with job.yaml listing `cases` (Directory entries) and, e.g., `passes`, `pipeline_name` or
+# `models`; `stochseg` installed on PATH (see stochseg-run.cwl for a binary in a checkout).
 cwlVersion: v1.2
 class: Workflow
 label: stochseg over a cohort
@@ -11,6 +12,7 @@ requirements:
 inputs:
   cases: Directory[]
   pipeline: File?
+  pipeline_name: string?
   models: File[]?
   passes: int?
   sigma: float?
@@ -36,6 +38,7 @@ steps:
     in:
       case_dir: cases
       pipeline: pipeline
+      pipeline_name: pipeline_name
       models: models
       passes: passes
       sigma: sigma

@@ -1,11 +1,15 @@
 #!/usr/bin/env cwl-runner
-# One case through stochseg: `cwltool --no-container --preserve-environment ORT_DYLIB_PATH
-# pipelines/cwl/stochseg-run.cwl --case_dir cohort/CASE --models onnx/unet-p32.onnx --passes 2`.
-# `stochseg` must be on PATH (or in the container of a DockerRequirement you add); ONNX Runtime
-# is found as the README says (ORT_DYLIB_PATH, preserved as above, or the ort_lib input).
-# Models: a pipeline config names its models relative to itself, and CWL stages each File on its
-# own, so give the models as `models` (they replace the config's) unless the config holds
-# absolute paths. The output is the case folder, named after the case folder.
+# One case through stochseg: `cwltool --no-container pipelines/cwl/stochseg-run.cwl
+# --case_dir cohort/CASE --passes 2`. `stochseg` must be on PATH (installed with `make install`,
+# or in the container of a DockerRequirement you add); an installed stochseg finds ONNX Runtime
+# and its shipped pipelines in its own tree, so nothing else is needed (docs/install.md). A
+# binary run from a checkout finds the library as docs/models.md says (the ort_lib input, or
+# ORT_DYLIB_PATH kept with --preserve-environment).
+# Pipeline: none given, stochseg's default pipeline; `pipeline_name` a shipped pipeline (its models
+# come with the installation); `pipeline` a config File. A config File names its models relative
+# to itself, and CWL stages each File on its own, so give them as `models` (they replace the
+# config's) unless the config holds absolute paths. The output is the case folder, named after the
+# case folder.
 cwlVersion: v1.2
 class: CommandLineTool
 label: stochseg run (one case)
@@ -32,6 +36,10 @@ inputs:
   pipeline:
     type: File?
     doc: Pipeline config (YAML).
+    inputBinding: {prefix: --pipeline, position: 2}
+  pipeline_name:
+    type: string?
+    doc: A shipped pipeline by name (`stochseg pipelines`), instead of a pipeline File.
     inputBinding: {prefix: --pipeline, position: 2}
   models:
     type:

@@ -12,6 +12,16 @@ const TOP: usize = 44;
 const BOTTOM: usize = 36;
 const GREY: Rgb = [190, 190, 190];
 
+/// Colours for one series each, in order (blue, orange, green, red, purple, brown).
+pub const PALETTE: [Rgb; 6] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+];
+
 /// One curve: its name in the key, its colour and its points (`x`, `y` in [0, 1]).
 pub struct Series<'a> {
     pub name: &'a str,

@@ -12,6 +12,11 @@
 //!   (left half of each bin), deterministic bars orange (right half); the blob threshold is a
 //!   grey line; the colour key is on the first panel's title row. Without the comparison only
 //!   the blue bars are drawn.
+//! - `uncertainty-histogram.png`: the same layout for the uncertainty maps over the brain
+//!   (`uncertainty`): entropy, expected entropy and mutual information (bits, 0 to 1), then the
+//!   between- and within-model logit variance; the deterministic ensemble's beside them under
+//!   `--compare-deterministic` (`comparison.deterministic.uncertainty`: no noise, so no
+//!   within-model variance). No threshold line.
 //! - `blob-<id>.png` for the largest blobs: the axial slice (canonical model orientation, crop)
 //!   where the blob is widest, once per channel side by side (z-scored, grey window -3..3, the
 //!   channel's name in the corner), then the per-voxel spread (`std_logits`, grey from 0 to the
@@ -31,8 +36,8 @@ use ndarray::{Array3, Array4, ArrayView2, ArrayView3, Axis};
 
 use crate::blobs::Blob;
 use crate::compare::Comparison;
-use crate::report::{DistributionInfo, Statistics};
 use crate::stats::Histogram;
+use crate::stats::{DistributionInfo, Statistics, UncertaintyStatistics};
 use canvas::{label_size, Canvas, Rgb, BLACK, WHITE};
 
 pub const BLUE: Rgb = [31, 119, 180];
@@ -49,6 +54,7 @@ const FIGURE_BLOBS: usize = 3;
 /// What the figures show; maps are on the canonical crop (`[c,] z, y, x`).
 pub struct FigureInputs<'a> {
     pub statistics: &'a Statistics,
+    pub uncertainty: &'a UncertaintyStatistics,
     pub model_statistics: Option<&'a BTreeMap<String, DistributionInfo>>,
     pub comparison: Option<&'a Comparison>,
     pub threshold: f64,
@@ -67,6 +73,10 @@ pub fn write_all(dir: &Path, f: &FigureInputs) -> Result<Vec<String>, (String, s
     let mut written = Vec::new();
     let name = "logit-histogram.png".to_string();
     histogram_png(&dir.join(&name), &histogram_panels(f), f.threshold)
+        .map_err(|e| (name.clone(), e))?;
+    written.push(format!("figures/{name}"));
+    let name = "uncertainty-histogram.png".to_string();
+    histogram_png(&dir.join(&name), &uncertainty_panels(f), f64::NAN)
         .map_err(|e| (name.clone(), e))?;
     written.push(format!("figures/{name}"));
     let confidence = |id: u32| f.found.iter().find(|b| b.id == id).map(|b| b.mean_logit);
@@ -107,6 +117,40 @@ fn histogram_panels<'a>(f: &FigureInputs<'a>) -> Vec<HistogramPanel<'a>> {
         }
     }
     panels
+}
+
+/// One panel per uncertainty map, stochastic beside deterministic.
+fn uncertainty_panels<'a>(f: &FigureInputs<'a>) -> Vec<HistogramPanel<'a>> {
+    let det = f
+        .comparison
+        .and_then(|c| c.deterministic.uncertainty.as_ref());
+    let of = |u: &'a UncertaintyStatistics| {
+        [
+            &u.entropy,
+            &u.expected_entropy,
+            &u.mutual_information,
+            &u.logit_variance_between,
+            &u.logit_variance_within,
+        ]
+    };
+    let titles = [
+        "ENTROPY (BITS)",
+        "EXPECTED ENTROPY (BITS)",
+        "MUTUAL INFORMATION (BITS)",
+        "LOGIT VARIANCE BETWEEN MODELS",
+        "LOGIT VARIANCE WITHIN MODELS",
+    ];
+    let stochastic = of(f.uncertainty);
+    let deterministic = det.map(of);
+    titles
+        .iter()
+        .enumerate()
+        .map(|(i, title)| HistogramPanel {
+            title: title.to_string(),
+            stochastic: &stochastic[i].histogram,
+            deterministic: deterministic.map(|d| &d[i].histogram),
+        })
+        .collect()
 }
 
 /// Slice `z` of every channel, then of the spread.

@@ -37,6 +37,13 @@ const OPSET: u32 = 21;
 /// Seeds of `RandomNormalLike` are floats: keep them exact (below 2^24).
 const SEED_BITS: u32 = 24;
 
+/// The `RandomNormalLike` seed for a 64-bit stream seed: its top `SEED_BITS` bits, a whole
+/// number below 2^24 that an f32 holds exactly (ONNX Runtime turns the attribute back into an
+/// integer seed).
+fn float_seed(seed: u64) -> f32 {
+    (seed >> (64 - SEED_BITS)) as f32
+}
+
 /// The noise graph of one model, as a session on that model's provider.
 pub struct DeviceNoise {
     session: Session,
@@ -70,7 +77,6 @@ impl DeviceNoise {
         let mut graph = Graph::new()?;
         graph.set_inputs([batch("x", -1), batch("mask", 1)])?;
         graph.set_outputs([batch("noisy", -1)])?;
-        let exact_seed = (seed >> (64 - SEED_BITS)) as f32;
         graph.add_node(Node::new(
             "RandomNormalLike",
             ONNX_DOMAIN,
@@ -80,7 +86,7 @@ impl DeviceNoise {
             [
                 Attribute::new("mean", 0.0f32)?,
                 Attribute::new("scale", sigma)?,
-                Attribute::new("seed", exact_seed)?,
+                Attribute::new("seed", float_seed(seed))?,
             ],
         )?)?;
         graph.add_node(Node::new(
@@ -129,11 +135,39 @@ impl DeviceNoise {
 mod tests {
     use super::*;
 
+    /// The top 24 bits of `seed`, read from its big-endian bytes (not by shifting).
+    fn top_three_bytes(seed: u64) -> u64 {
+        let b = seed.to_be_bytes();
+        u64::from(b[0]) * 65_536 + u64::from(b[1]) * 256 + u64::from(b[2])
+    }
+
     #[test]
     fn seeds_stay_exact_as_floats() {
-        for seed in [0u64, 1, u64::MAX, 0x1234_5678_9abc_def0] {
-            let s = (seed >> (64 - SEED_BITS)) as f32;
-            assert_eq!(s as u64, seed >> (64 - SEED_BITS));
+        // seeds spread over the whole u64 range (a Weyl sequence), and the extremes
+        let spread = (0..10_000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let edges = [
+            0u64,
+            1,
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 63,
+            (1 << 40) - 1,
+            1 << 40,
+        ];
+        for seed in spread.chain(edges) {
+            let f = float_seed(seed);
+            // a whole number below 2^24, so the f32 is exact and ONNX Runtime's integer
+            // conversion gives it back unchanged
+            assert!(
+                f.fract() == 0.0 && (0.0..16_777_216.0).contains(&f),
+                "{seed}: {f}"
+            );
+            assert_eq!(f64::from(f), top_three_bytes(seed) as f64, "seed {seed:#x}");
+        }
+        // seeds that differ in any of their top 24 bits give different float seeds
+        let base = 0x0123_4567_89ab_cdefu64;
+        for bit in 40..64 {
+            assert_ne!(float_seed(base), float_seed(base ^ (1 << bit)), "bit {bit}");
         }
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Where the plugin comes from, in order: `execution.openvino.library`, else
 //! `$STOCHSEG_OPENVINO_PLUGIN` (either one is then the only candidate), else the
-//! `onnxruntime_ep_openvino` package in the site-packages folder of the loaded ONNX Runtime.
+//! `onnxruntime_ep_openvino` package beside the loaded ONNX Runtime library (an installed tree,
+//! `lib/stochseg/`), else in the site-packages folder of the loaded ONNX Runtime (a venv).
 //! A missing plugin, one that does not register, or one without a CPU device is an error naming
 //! the places tried: never a silent run on ONNX Runtime's CPU provider (sessions are also built
 //! with the CPU fallback for unsupported nodes turned off).
@@ -24,8 +25,8 @@ use std::sync::Mutex;
 use ort::session::builder::SessionBuilder;
 use ort::AsPointer;
 
-use crate::infer::runtime::Runtime;
-use crate::infer::ModelError;
+use super::model::{ModelError, PluginIdentity};
+use super::runtime::Runtime;
 use crate::pipeline::Precision;
 
 /// The provider's name, as the plugin's EP devices give it.
@@ -50,6 +51,14 @@ pub struct Plugin {
 }
 
 impl Plugin {
+    /// The library and version, as placements record them.
+    pub fn identity(&self) -> PluginIdentity {
+        PluginIdentity {
+            library: self.library.clone(),
+            version: self.version.clone(),
+        }
+    }
+
     /// Whether OpenVINO can run `precision` on this CPU.
     pub fn offers(&self, precision: Precision) -> bool {
         match precision {
@@ -83,19 +92,22 @@ pub fn candidates(configured: Option<&Path>, runtime: &Runtime) -> Vec<(String, 
     if let Some(p) = std::env::var_os(PLUGIN_ENV).filter(|p| !p.is_empty()) {
         return vec![(PLUGIN_ENV.into(), PathBuf::from(p))];
     }
-    // .../site-packages/onnxruntime/capi/libonnxruntime.so.X
-    runtime
-        .library
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .map(|site| {
-            vec![(
-                "beside the loaded ONNX Runtime".into(),
-                site.join(PLUGIN_PACKAGE).join(PLUGIN_FILE),
-            )]
-        })
-        .unwrap_or_default()
+    // an installed tree keeps the package beside the library (lib/stochseg/onnxruntime_ep_openvino),
+    // a venv in site-packages beside the onnxruntime package (.../onnxruntime/capi/libonnxruntime.so.X)
+    let lib_dir = runtime.library.parent();
+    let site = lib_dir.and_then(Path::parent).and_then(Path::parent);
+    [
+        ("beside the loaded ONNX Runtime", lib_dir),
+        ("in the loaded ONNX Runtime's site-packages", site),
+    ]
+    .into_iter()
+    .filter_map(|(origin, dir)| {
+        Some((
+            origin.to_string(),
+            dir?.join(PLUGIN_PACKAGE).join(PLUGIN_FILE),
+        ))
+    })
+    .collect()
 }
 
 /// Registers the plugin with `env` (once per process) and reads its CPU device.
@@ -289,10 +301,22 @@ mod tests {
         assert_eq!(named.len(), 1);
         assert_eq!(named[0].0, "execution.openvino.library");
         if std::env::var_os(PLUGIN_ENV).is_none() {
-            let found = candidates(None, &rt);
+            let found: Vec<PathBuf> = candidates(None, &rt).into_iter().map(|c| c.1).collect();
             assert_eq!(
-                found[0].1,
-                Path::new("/v/lib/python3.11/site-packages/onnxruntime_ep_openvino/libonnxruntime_providers_openvino_plugin.so")
+                found,
+                [
+                    "/v/lib/python3.11/site-packages/onnxruntime/capi/onnxruntime_ep_openvino/libonnxruntime_providers_openvino_plugin.so",
+                    "/v/lib/python3.11/site-packages/onnxruntime_ep_openvino/libonnxruntime_providers_openvino_plugin.so",
+                ]
+                .map(PathBuf::from)
+            );
+            let installed = Runtime {
+                library: PathBuf::from("/usr/local/lib/stochseg/libonnxruntime.so.1.31.1"),
+                version: "1.31.1".into(),
+            };
+            assert_eq!(
+                candidates(None, &installed)[0].1,
+                Path::new("/usr/local/lib/stochseg/onnxruntime_ep_openvino/libonnxruntime_providers_openvino_plugin.so")
             );
         }
     }

@@ -6,37 +6,23 @@
 //! disagree, or a patch the fixed input shape cannot take, is an error before inference.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use ndarray::{Array4, ArrayView5, Axis, Ix5};
+use ndarray::{Array5, ArrayView5, Axis, Ix4, Ix5};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
-use crate::infer::noise::DeviceNoise;
-use crate::infer::openvino::{self, Plugin};
-use crate::infer::providers::{self, Device, ProviderPlan, ShapeHint};
-use crate::infer::runtime::Runtime;
-use crate::infer::{Model, ModelError};
-use crate::pipeline::ModelSpec;
-
-/// ONNX Runtime's intra-op threads of each session.
-#[derive(Debug, Clone, Copy)]
-pub struct Threads {
-    pub intra: usize,
-    /// Spin between operators instead of sleeping.
-    pub spinning: bool,
-}
-
-impl Threads {
-    /// One thread, for sessions that only check or describe a model.
-    pub const ONE: Threads = Threads {
-        intra: 1,
-        spinning: false,
-    };
-}
+use super::backend::{Backend, Engine, NoiseOnDevice, SessionOptions, Threads};
+use super::model::{capped_batch, Model, ModelError, ModelInfo, Placement, TensorInfo};
+use super::noise::DeviceNoise;
+use super::openvino;
+use super::providers::{self, ProviderPlan, ShapeHint};
+use super::runtime::{self, Runtime};
+use crate::pipeline::{Device, ModelSpec, OutputDecl};
+use crate::regions::{self, Declared};
 
 /// How sessions are made for one run.
 #[derive(Debug, Clone)]
@@ -53,52 +39,59 @@ pub struct OpenOptions<'a> {
 impl OpenOptions<'_> {
     /// The one batch size a GPU session of a dynamic-batch model is pinned to.
     fn gpu_batch(&self, patch: [usize; 3]) -> usize {
-        crate::window::capped_batch(patch, self.batch_size, self.max_batch_voxels)
+        capped_batch(patch, self.batch_size, self.max_batch_voxels)
     }
 }
 
-/// A tensor as the graph declares it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TensorInfo {
-    pub name: String,
-    pub element_type: String,
-    /// Dimensions; -1 where dynamic.
-    pub shape: Vec<i64>,
-    pub dimension_names: Vec<String>,
+/// The ONNX Runtime backend: the loaded library and how its sessions are made.
+pub struct OrtBackend {
+    env: &'static ort::environment::Environment,
+    runtime: &'static Runtime,
+    opts: SessionOptions,
 }
 
-/// What a model file declares, for `inspect` and the report.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ModelInfo {
-    pub path: PathBuf,
-    pub sha256: String,
-    pub inputs: Vec<TensorInfo>,
-    pub outputs: Vec<TensorInfo>,
-    pub metadata: BTreeMap<String, String>,
-}
+impl OrtBackend {
+    /// Loads ONNX Runtime (once per process, see `runtime`).
+    pub fn new(opts: SessionOptions) -> Result<OrtBackend, ModelError> {
+        let (env, runtime) = runtime::init(opts.library.as_deref())?;
+        Ok(OrtBackend { env, runtime, opts })
+    }
 
-/// Where a session ended up, for the log and the report.
-#[derive(Debug, Clone)]
-pub struct Placement {
-    pub device: Device,
-    /// `f32`, or `bf16` / `fp16` where the provider computes in less.
-    pub precision: &'static str,
-    /// The plugin library of a plugin provider (OpenVINO).
-    pub plugin: Option<Plugin>,
-}
-
-impl Placement {
-    fn on(device: Device, plan: &ProviderPlan) -> Placement {
-        let precision = match device {
-            Device::OpenVino => plan.openvino.precision.name(),
-            Device::TensorRt(_) if plan.trt_fp16 => "fp16",
-            _ => "f32",
-        };
-        Placement {
-            device,
-            precision,
-            plugin: None,
+    fn open_options(&self) -> OpenOptions<'_> {
+        OpenOptions {
+            plan: &self.opts.plan,
+            runtime: self.runtime,
+            threads: self.opts.threads,
+            batch_size: self.opts.batch_size,
+            max_batch_voxels: self.opts.max_batch_voxels,
         }
+    }
+}
+
+impl Backend for OrtBackend {
+    fn engine(&self) -> Engine {
+        Engine {
+            version: self.runtime.version.clone(),
+            library: self.runtime.library.clone(),
+        }
+    }
+
+    fn open(
+        &self,
+        spec: &ModelSpec,
+        channels: &[String],
+        noise: Option<NoiseOnDevice>,
+    ) -> Result<Box<dyn Model>, ModelError> {
+        let opts = self.open_options();
+        let mut model = OrtModel::open(self.env, spec, channels, &opts)?;
+        if let Some(noise) = noise {
+            model.add_device_noise(self.env, &opts, noise.sigma, noise.seed)?;
+        }
+        Ok(Box::new(model))
+    }
+
+    fn describe(&self, path: &Path) -> Result<ModelInfo, ModelError> {
+        inspect(self.env, path)
     }
 }
 
@@ -110,7 +103,10 @@ pub struct OrtModel {
     output_name: String,
     patch: [usize; 3],
     batch: Option<usize>,
-    output_channel: usize,
+    /// The one channel read as the model's logit (`output_channel`), else all of them.
+    select: Option<usize>,
+    /// What the output channels are.
+    declared: Declared,
     placement: Placement,
     /// The noise graph run before the model with `ensemble.noise_on: device`.
     noise: Option<DeviceNoise>,
@@ -264,7 +260,8 @@ impl OrtModel {
             output_name: contract.output_name,
             patch: contract.patch,
             batch,
-            output_channel: spec.output_channel,
+            select: spec.output_channel,
+            declared: contract.declared,
             placement,
             noise: None,
             info,
@@ -303,16 +300,6 @@ impl OrtModel {
         Ok(())
     }
 
-    /// The provider this model's session runs on.
-    pub fn device(&self) -> Device {
-        self.placement.device
-    }
-
-    /// The provider, its precision and plugin.
-    pub fn placement(&self) -> &Placement {
-        &self.placement
-    }
-
     /// How inference errors name the model: its file.
     fn label(&self) -> String {
         self.info.path.display().to_string()
@@ -341,10 +328,10 @@ fn place(
     for (i, &device) in opts.plan.devices.iter().enumerate() {
         let result = match (device, cpu_session.take_if(|_| device == Device::Cpu)) {
             // the CPU provider cannot fail: the plan's first CPU entry ends the search
-            (_, Some(session)) => Ok((session, Placement::on(device, opts.plan))),
+            (_, Some(session)) => Ok((session, placement_on(device, opts.plan))),
             (Device::OpenVino, None) => openvino_session(env, bytes, &hint, opts),
             (_, None) => accelerator_session(env, bytes, device, &hint, opts)
-                .map(|session| (session, Placement::on(device, opts.plan))),
+                .map(|session| (session, placement_on(device, opts.plan))),
         };
         match result {
             Ok((session, placement)) => {
@@ -439,9 +426,23 @@ fn openvino_session(
         .and_then(|b| openvino::configure(env, b, &config))
         .and_then(|mut b| b.commit_from_memory(bytes))
         .map_err(|e| ModelError::Provider(e.to_string()))?;
-    let mut placement = Placement::on(Device::OpenVino, opts.plan);
-    placement.plugin = Some(plugin);
+    let mut placement = placement_on(Device::OpenVino, opts.plan);
+    placement.plugin = Some(plugin.identity());
     Ok((session, placement))
+}
+
+/// A session on `device` as the plan configures it: its precision, no plugin.
+fn placement_on(device: Device, plan: &ProviderPlan) -> Placement {
+    let precision = match device {
+        Device::OpenVino => plan.openvino.precision.name(),
+        Device::TensorRt(_) if plan.trt_fp16 => "fp16",
+        _ => "f32",
+    };
+    Placement {
+        device,
+        precision,
+        plugin: None,
+    }
 }
 
 /// How to get past a provider failure: the driver cannot come from a wheel, the rest can.
@@ -461,6 +462,7 @@ struct Contract {
     output_name: String,
     patch: [usize; 3],
     batch: Option<usize>,
+    declared: Declared,
 }
 
 impl Contract {
@@ -505,13 +507,21 @@ impl Contract {
             }
         }
         let patch = Self::patch(info, spec, &input.shape).map_err(bad)?;
-        Self::check_output(output, spec.output_channel, patch).map_err(bad)?;
+        let channels = Self::check_output(output, spec.output_channel, patch).map_err(bad)?;
+        let declared = regions::declare(
+            &info.path.display().to_string(),
+            spec.outputs.as_ref(),
+            info.metadata.get("outputs").map(String::as_str),
+            spec.output_channel,
+            channels,
+        )?;
         let batch = (input.shape[0] > 0).then_some(input.shape[0] as usize);
         Ok(Contract {
             input_name: input.name.clone(),
             output_name: output.name.clone(),
             patch,
             batch,
+            declared,
         })
     }
 
@@ -547,7 +557,12 @@ impl Contract {
         Ok(chosen)
     }
 
-    fn check_output(output: &TensorInfo, channel: usize, patch: [usize; 3]) -> Result<(), String> {
+    /// Checks the output tensor; returns its channel count where the graph fixes it.
+    fn check_output(
+        output: &TensorInfo,
+        channel: Option<usize>,
+        patch: [usize; 3],
+    ) -> Result<Option<usize>, String> {
         let s = &output.shape;
         if output.element_type != "float32" || !(s.len() == 4 || s.len() == 5) {
             return Err(format!(
@@ -555,11 +570,17 @@ impl Contract {
                 output.name, output.element_type
             ));
         }
-        if s.len() == 5 && s[1] > 0 && channel >= s[1] as usize {
-            return Err(format!(
-                "output channel {channel} requested, output '{}' has {} channels",
-                output.name, s[1]
-            ));
+        let channels = match s.len() {
+            4 => Some(1),
+            _ => (s[1] > 0).then_some(s[1] as usize),
+        };
+        if let (Some(c), Some(n)) = (channel, channels) {
+            if c >= n {
+                return Err(format!(
+                    "output channel {c} requested, output '{}' has {n} channels",
+                    output.name
+                ));
+            }
         }
         let spatial = &s[s.len() - 3..];
         if spatial
@@ -572,7 +593,7 @@ impl Contract {
                 output.name
             ));
         }
-        Ok(())
+        Ok(channels)
     }
 }
 
@@ -591,6 +612,22 @@ impl Model for OrtModel {
         &self.name
     }
 
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn placement(&self) -> Placement {
+        self.placement.clone()
+    }
+
+    fn output_channels(&self) -> usize {
+        self.declared.channels
+    }
+
+    fn outputs(&self) -> &OutputDecl {
+        &self.declared.outputs
+    }
+
     fn patch_size(&self) -> [usize; 3] {
         self.patch
     }
@@ -603,7 +640,7 @@ impl Model for OrtModel {
         !self.device().on_host()
     }
 
-    fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array4<f32>, ModelError> {
+    fn predict(&mut self, batch: ArrayView5<f32>) -> Result<Array5<f32>, ModelError> {
         let shape = self.output_shape(batch.shape()[0]);
         let label = self.label();
         let fail = |e: ort::Error| ModelError::Inference {
@@ -624,7 +661,7 @@ impl Model for OrtModel {
         &mut self,
         batch: ArrayView5<f32>,
         mask: ArrayView5<f32>,
-    ) -> Result<Array4<f32>, ModelError> {
+    ) -> Result<Array5<f32>, ModelError> {
         let shape = self.output_shape(batch.shape()[0]);
         let label = self.label();
         let fail = |e: ort::Error| ModelError::Inference {
@@ -651,20 +688,22 @@ impl Model for OrtModel {
 }
 
 impl OrtModel {
-    /// What one call must give back: the output channel of `n` patches.
+    /// What one call must give back for `n` patches.
     fn output_shape(&self, n: usize) -> OutputShape {
+        let [d, h, w] = self.patch;
         OutputShape {
-            logits: [n, self.patch[0], self.patch[1], self.patch[2]],
-            channel: self.output_channel,
+            logits: [n, self.declared.channels, d, h, w],
+            select: self.select,
         }
     }
 }
 
-/// The logits a call must return: `(N, D, H, W)`, channel `channel` of a 5-D output.
+/// The logits a call must return, `(N, K, D, H, W)`: the declared channels, or channel
+/// `select` of the output (a 4-D output is one channel).
 #[derive(Debug, Clone, Copy)]
 struct OutputShape {
-    logits: [usize; 4],
-    channel: usize,
+    logits: [usize; 5],
+    select: Option<usize>,
 }
 
 fn host_memory() -> ort::Result<MemoryInfo<'static>> {
@@ -681,7 +720,7 @@ fn logits(
     value: &ort::value::DynValue,
     shape: OutputShape,
     label: &str,
-) -> Result<Array4<f32>, ModelError> {
+) -> Result<Array5<f32>, ModelError> {
     let fail = |reason: String| ModelError::Inference {
         model: label.to_string(),
         reason,
@@ -689,13 +728,17 @@ fn logits(
     let view = value
         .try_extract_array::<f32>()
         .map_err(|e| fail(e.to_string()))?;
-    let selected = match view.ndim() {
-        5 => view
+    let selected = match (view.ndim(), shape.select) {
+        (5, None) => view.into_dimensionality::<Ix5>().ok(),
+        (5, Some(c)) => view
             .into_dimensionality::<Ix5>()
             .ok()
-            .filter(|v| shape.channel < v.shape()[1])
-            .map(|v| v.index_axis_move(Axis(1), shape.channel)),
-        4 => view.into_dimensionality::<ndarray::Ix4>().ok(),
+            .filter(|v| c < v.shape()[1])
+            .map(|v| v.slice_move(ndarray::s![.., c..c + 1, .., .., ..])),
+        (4, _) => view
+            .into_dimensionality::<Ix4>()
+            .ok()
+            .map(|v| v.insert_axis(Axis(1))),
         _ => None,
     };
     let out = match selected {

@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 use ort::ep::{self, ExecutionProviderDispatch};
 use sha2::{Digest, Sha256};
 
-use crate::infer::openvino::Plugin;
-use crate::infer::runtime::Runtime;
-use crate::infer::ModelError;
-pub use crate::pipeline::Device;
-use crate::pipeline::{ConvSearch, Execution, Precision};
+use super::model::ModelError;
+use super::openvino::Plugin;
+use super::runtime::Runtime;
+use crate::pipeline::{ConvSearch, Device, Execution, Precision};
 
 /// The providers a run may use, in order, and how.
 #[derive(Debug, Clone)]
@@ -245,7 +244,7 @@ fn file_identity(path: &Path) -> String {
 /// Path, size and modification time of the first library named `prefix*` in `dirs`.
 fn library_identity(dirs: &[PathBuf], prefix: &str) -> String {
     for dir in dirs {
-        if let Some(path) = crate::infer::runtime::newest_library(dir, prefix) {
+        if let Some(path) = super::runtime::newest_library(dir, prefix) {
             return file_identity(&path);
         }
     }

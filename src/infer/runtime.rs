@@ -1,15 +1,17 @@
 //! Finding and loading the ONNX Runtime shared library (`ort` with `load-dynamic`).
 //!
-//! Search order: `--ort-lib PATH`, `$ORT_DYLIB_PATH`, the binary's folder (and its `lib/`), a
-//! `.venv` made by `make setup` in a checkout the binary was built in (`target/release/..`), then
-//! the Python `onnxruntime` package (`$VIRTUAL_ENV` first, then whatever `python3` imports),
-//! whose wheel ships `onnxruntime/capi/libonnxruntime.so.<version>`. Nothing is downloaded.
+//! Search order: `--ort-lib PATH`, `$ORT_DYLIB_PATH`, the installed tree's `lib/stochseg/`
+//! (`make install`; found from the resolved binary, see `install`), the binary's folder (and
+//! its `lib/`), a `.venv` made by `make setup` in a checkout the binary was built in
+//! (`target/release/..`), then the Python `onnxruntime` package (`$VIRTUAL_ENV` first, then
+//! whatever `python3` imports), whose wheel ships `onnxruntime/capi/libonnxruntime.so.<version>`.
+//! Nothing is downloaded.
 //! ONNX Runtime allows one environment per process, so `init` runs once.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::infer::ModelError;
+use super::model::ModelError;
 
 /// The loaded library: where it came from and its version.
 #[derive(Debug, Clone)]
@@ -33,6 +35,12 @@ pub fn candidates(flag: Option<&Path>) -> Vec<(String, PathBuf)> {
         return vec![("ORT_DYLIB_PATH".to_string(), PathBuf::from(p))];
     }
     let mut out = Vec::new();
+    if let Some(dir) = crate::install::lib_dir() {
+        out.push((
+            "the installation (lib/stochseg)".to_string(),
+            newest_library(&dir, ORT_LIBRARY).unwrap_or(dir.join(ORT_LIBRARY)),
+        ));
+    }
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf));
@@ -172,6 +180,34 @@ pub fn init(
     Err(ModelError::RuntimeNotFound {
         tried: attempts.join("; "),
     })
+}
+
+/// The execution providers the loaded library was built with (`GetAvailableProviders`, e.g.
+/// `CPUExecutionProvider`); whether a GPU provider can really run also depends on its libraries
+/// and the device, which only opening a session shows.
+pub fn available_providers() -> Result<Vec<String>, ModelError> {
+    let failed = |e: ort::Error| ModelError::Provider(format!("cannot list providers: {e}"));
+    let mut names: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut count: std::ffi::c_int = 0;
+    // SAFETY: ONNX Runtime is loaded (`ort::api` would have failed otherwise); on success it
+    // hands back `count` C strings, read here and released with the matching call.
+    unsafe {
+        let status = (ort::api().GetAvailableProviders)(&mut names, &mut count);
+        ort::Error::result_from_status(status).map_err(failed)?;
+        if names.is_null() {
+            return Ok(Vec::new());
+        }
+        let list = (0..count.max(0) as usize)
+            .map(|i| {
+                std::ffi::CStr::from_ptr(*names.add(i))
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let status = (ort::api().ReleaseAvailableProviders)(names, count);
+        ort::Error::result_from_status(status).map_err(failed)?;
+        Ok(list)
+    }
 }
 
 /// Whether the environment holds one CPU memory arena for all sessions (`init` registers it).

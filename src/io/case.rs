@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array3, Array4, Axis};
 
-use crate::io::dicom::{self, Series};
+use crate::io::dicom::problem::ChoiceProblem;
+use crate::io::dicom::{self, DicomSource, Series};
 use crate::io::nifti;
 use crate::io::InputError;
 use crate::pipeline::DicomInput;
@@ -47,26 +48,6 @@ pub enum Source {
     Nifti(::nifti::NiftiHeader),
     /// A DICOM series.
     Dicom(DicomSource),
-}
-
-/// What derived DICOM objects (a SEG) need to reference a source series and copy its patient
-/// and study. Values are the source's own strings.
-#[derive(Debug, Clone, Default)]
-pub struct DicomSource {
-    pub study_instance_uid: String,
-    pub series_instance_uid: String,
-    pub frame_of_reference_uid: String,
-    /// `(SOPClassUID, SOPInstanceUID)` of the slice at each k of the input grid.
-    pub instances: Vec<(String, String)>,
-    /// Patient, study and equipment attributes to copy into derived objects, as
-    /// `(DICOM keyword, value)`; patient identifiers are only used where the config allows it.
-    pub attributes: Vec<(String, String)>,
-    /// ImageOrientationPatient as written in the source, kept verbatim for derived objects.
-    pub image_orientation: String,
-    /// ImagePositionPatient of each slice (k order), as written in the source.
-    pub image_positions: Vec<String>,
-    /// PixelSpacing as written in the source.
-    pub pixel_spacing: String,
 }
 
 impl Case {
@@ -204,10 +185,11 @@ fn check_distinct_series(files: &[ChannelFile]) -> Result<(), InputError> {
             return Err(InputError::DicomSeriesChoice {
                 dir: s.dir.clone(),
                 channel: f.channel.clone(),
-                problem: format!(
-                    "series {} (\"{}\") was already chosen for channel {other}",
-                    s.uid, s.description
-                ),
+                problem: Box::new(ChoiceProblem::AlreadyChosen {
+                    uid: s.uid.clone(),
+                    description: s.description.clone(),
+                    other: other.to_string(),
+                }),
                 found: format!("{} files in {}", s.slice_count(), s.folder.display()),
             });
         }

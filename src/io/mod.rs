@@ -1,12 +1,16 @@
 //! Input adapters: they turn files into a `Case` (channels on one grid plus geometry) and know
 //! nothing of models. `case` finds a case's files; `nifti` reads and writes NIfTI; `dicom`
-//! finds, checks and reads DICOM MR series.
+//! finds, checks and reads DICOM MR series. What a reader refuses is typed in `nifti::problem`
+//! and `dicom::problem`; `InputError`, the readers' error, ties it to the file or folder.
 
 pub mod case;
 pub mod dicom;
 pub mod nifti;
 
 use std::path::PathBuf;
+
+use crate::io::dicom::problem::{ChoiceProblem, FileProblem, SeriesProblem};
+use crate::io::nifti::problem::NiftiProblem;
 
 /// Input rejected (exit code 3). Every variant names the file or folder at fault.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +19,18 @@ pub enum InputError {
     NotFound { path: PathBuf },
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
+    #[error("{path}: {problem}")]
+    Nifti {
+        path: PathBuf,
+        #[source]
+        problem: NiftiProblem,
+    },
+    #[error("{path}: {problem}")]
+    DicomFile {
+        path: PathBuf,
+        #[source]
+        problem: Box<FileProblem>,
+    },
     #[error("{path}: {voxels} voxels exceed the limit of {max_voxels} (raise limits.max_voxels in the pipeline config)")]
     TooLarge {
         path: PathBuf,
@@ -53,7 +69,8 @@ pub enum InputError {
     DicomSeriesChoice {
         dir: PathBuf,
         channel: String,
-        problem: String,
+        #[source]
+        problem: Box<ChoiceProblem>,
         found: String,
     },
     #[error("{dir}: series {uid} ({description}): {problem}")]
@@ -61,7 +78,8 @@ pub enum InputError {
         dir: PathBuf,
         uid: String,
         description: String,
-        problem: String,
+        #[source]
+        problem: Box<SeriesProblem>,
     },
     #[error("{path}: transfer syntax {uid} ({name}) cannot be decoded by this build (supported: uncompressed, deflated, RLE, JPEG baseline/extended/lossless, JPEG 2000)")]
     UnsupportedTransferSyntax {

@@ -6,6 +6,11 @@
 //! is converted to the library's LPS here and nowhere else. Values are scaled by
 //! `scl_slope`/`scl_inter` when the slope is non-zero. Output files copy the reference header
 //! (sform, qform, pixdim, units) so they carry the input's affine bit for bit.
+//!
+//! What the reader refuses is a `problem::NiftiProblem`, which `InputError::Nifti` ties to the
+//! file.
+
+pub mod problem;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,6 +24,7 @@ use nifti::{
 
 use crate::io::InputError;
 use crate::volume::Geometry;
+use problem::NiftiProblem;
 
 /// One NIfTI volume: voxels `[k, j, i]` and the header it came with.
 #[derive(Debug, Clone)]
@@ -29,10 +35,11 @@ pub struct NiftiImage {
     pub header: NiftiHeader,
 }
 
-fn format_error(path: &Path, reason: impl Into<String>) -> InputError {
-    InputError::Format {
+/// The input error for `problem` with the file at `path`.
+fn nifti_error(path: &Path, problem: NiftiProblem) -> InputError {
+    InputError::Nifti {
         path: path.to_path_buf(),
-        reason: reason.into(),
+        problem,
     }
 }
 
@@ -45,10 +52,10 @@ pub fn read_header(path: &Path, max_voxels: usize) -> Result<(NiftiHeader, Geome
         });
     }
     if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
-        return Err(format_error(path, "file is empty (0 bytes)"));
+        return Err(nifti_error(path, NiftiProblem::Empty));
     }
     let file = std::fs::File::open(path)
-        .map_err(|e| format_error(path, format!("cannot read: {}", one_line(&e.to_string()))))?;
+        .map_err(|e| nifti_error(path, NiftiProblem::Reader(nifti::NiftiError::Io(e))))?;
     let file = std::io::BufReader::new(file);
     // as nifti 0.18 decides: a name ending in .gz is gzip-compressed
     if path.extension().is_some_and(|e| e == "gz") {
@@ -63,7 +70,7 @@ pub fn read_volume(path: &Path, max_voxels: usize) -> Result<NiftiImage, InputEr
     let (_, geometry) = read_header(path, max_voxels)?;
     let object = ReaderOptions::new()
         .read_file(path)
-        .map_err(|e| format_error(path, describe(&e)))?;
+        .map_err(|e| nifti_error(path, NiftiProblem::Reader(e)))?;
     finish(path, object, geometry)
 }
 
@@ -83,8 +90,8 @@ pub fn read_volume_from_bytes(
         }
     };
     let (_, geometry) = read_head(path, source(), max_voxels)?;
-    let object =
-        InMemNiftiObject::from_reader(source()).map_err(|e| format_error(path, describe(&e)))?;
+    let object = InMemNiftiObject::from_reader(source())
+        .map_err(|e| nifti_error(path, NiftiProblem::Reader(e)))?;
     finish(path, object, geometry)
 }
 
@@ -101,64 +108,72 @@ fn read_head(
     let mut head = vec![0u8; 348];
     source
         .read_exact(&mut head)
-        .map_err(|e| format_error(path, describe(&nifti::NiftiError::Io(e))))?;
-    let header =
-        NiftiHeader::from_reader(&head[..]).map_err(|e| format_error(path, describe(&e)))?;
+        .map_err(|e| nifti_error(path, NiftiProblem::Reader(nifti::NiftiError::Io(e))))?;
+    let header = NiftiHeader::from_reader(&head[..])
+        .map_err(|e| nifti_error(path, NiftiProblem::Reader(e)))?;
     let geometry = check_header(path, &header, max_voxels)?;
-    check_layout(&header, &mut head, source).map_err(|r| format_error(path, r))?;
+    check_layout(&header, &mut head, source).map_err(|p| nifti_error(path, p))?;
     Ok((header, geometry))
 }
 
 /// nifti 0.18 trusts each extension's `esize` (reserving that much memory) and reads the voxels
 /// right after the last extension, whatever `vox_offset` says. So the extensions must exactly
 /// fill the bytes from 352 to `vox_offset`, each at least 8 bytes; `head` holds the first 348.
-fn check_layout(h: &NiftiHeader, head: &mut Vec<u8>, source: impl Read) -> Result<(), String> {
+fn check_layout(
+    h: &NiftiHeader,
+    head: &mut Vec<u8>,
+    source: impl Read,
+) -> Result<(), NiftiProblem> {
     let offset = f64::from(h.vox_offset);
     if &h.magic == b"ni1\0" {
         // a .hdr/.img pair: the voxels start the .img file
         return match offset {
             0.0 => Ok(()),
-            _ => Err(format!(
-                "vox_offset {offset} in a .hdr/.img pair is not supported (0 is)"
-            )),
+            _ => Err(NiftiProblem::PairVoxOffset { vox_offset: offset }),
         };
     }
     if !(352.0..=MAX_VOX_OFFSET as f64).contains(&offset) || offset.fract() != 0.0 {
-        return Err(format!(
-            "vox_offset {offset} is not a byte offset from 352 (the header's end) to {MAX_VOX_OFFSET}"
-        ));
+        return Err(NiftiProblem::VoxOffset {
+            vox_offset: offset,
+            max: MAX_VOX_OFFSET,
+        });
     }
     let offset = offset as usize;
     let wanted = (offset - head.len()) as u64;
     let read = source
         .take(wanted)
         .read_to_end(head)
-        .map_err(|e| describe(&nifti::NiftiError::Io(e)))?;
+        .map_err(|e| NiftiProblem::Reader(nifti::NiftiError::Io(e)))?;
     if (read as u64) < wanted {
-        return Err(format!(
-            "file is truncated (it ends before vox_offset {offset})"
-        ));
+        return Err(NiftiProblem::EndsBeforeVoxels { vox_offset: offset });
     }
     if offset > 352 && head[348] == 0 {
-        return Err(format!(
-            "vox_offset {offset} leaves {} bytes before the voxels but no extension is declared",
-            offset - 352
-        ));
+        return Err(NiftiProblem::UndeclaredExtension {
+            vox_offset: offset,
+            gap: offset - 352,
+        });
     }
+    check_extensions(h, head, offset)
+}
+
+/// The extensions in `head[352..vox_offset]` fill it exactly, each at least 8 bytes.
+fn check_extensions(h: &NiftiHeader, head: &[u8], vox_offset: usize) -> Result<(), NiftiProblem> {
     let mut at = 352;
-    while at < offset {
+    while at < vox_offset {
         let bytes: [u8; 4] = head
             .get(at..at + 4)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("extension at byte {at} runs past vox_offset {offset}"))?;
+            .ok_or(NiftiProblem::ExtensionPastOffset { at, vox_offset })?;
         let esize = match h.endianness {
             nifti::Endianness::Little => i32::from_le_bytes(bytes),
             nifti::Endianness::Big => i32::from_be_bytes(bytes),
         };
-        if esize < 8 || esize as usize > offset - at {
-            return Err(format!(
-                "extension at byte {at} has size {esize}, which does not fit between the header and vox_offset {offset}"
-            ));
+        if esize < 8 || esize as usize > vox_offset - at {
+            return Err(NiftiProblem::ExtensionSize {
+                at,
+                esize,
+                vox_offset,
+            });
         }
         at += esize as usize;
     }
@@ -168,7 +183,7 @@ fn check_layout(h: &NiftiHeader, head: &mut Vec<u8>, source: impl Read) -> Resul
 /// Everything the header must satisfy before voxels are read: one 3-D volume within the limit,
 /// a scalar datatype whose `bitpix` matches, a usable scaling and a regular affine.
 fn check_header(path: &Path, h: &NiftiHeader, max_voxels: usize) -> Result<Geometry, InputError> {
-    let shape = spatial_shape(h).map_err(|r| format_error(path, r))?;
+    let shape = spatial_shape(h).map_err(|p| nifti_error(path, p))?;
     let voxels = shape
         .iter()
         .try_fold(1usize, |acc, &s| acc.checked_mul(s))
@@ -180,9 +195,9 @@ fn check_header(path: &Path, h: &NiftiHeader, max_voxels: usize) -> Result<Geome
             max_voxels,
         });
     }
-    check_datatype(h).map_err(|r| format_error(path, r))?;
-    scaling(h).map_err(|r| format_error(path, r))?;
-    let affine_lps = affine_lps(h).map_err(|r| format_error(path, r))?;
+    check_datatype(h).map_err(|p| nifti_error(path, p))?;
+    scaling(h).map_err(|p| nifti_error(path, p))?;
+    let affine_lps = affine_lps(h).map_err(|p| nifti_error(path, p))?;
     Ok(Geometry {
         shape_ijk: shape,
         affine_lps,
@@ -191,42 +206,38 @@ fn check_header(path: &Path, h: &NiftiHeader, max_voxels: usize) -> Result<Geome
 
 /// A scalar datatype (no complex, RGB or 128-bit types) with `bitpix` = 8 x its size (nifti 0.18
 /// sizes the voxel buffer from `bitpix` but decodes by `datatype`, and panics when they differ).
-fn check_datatype(h: &NiftiHeader) -> Result<NiftiType, String> {
+fn check_datatype(h: &NiftiHeader) -> Result<NiftiType, NiftiProblem> {
     use NiftiType::*;
+    let code = h.datatype;
     let t = h
         .data_type()
-        .map_err(|_| format!("datatype {} is not a NIfTI-1 datatype", h.datatype))?;
+        .map_err(|_| NiftiProblem::UnknownDatatype { code })?;
     if !matches!(
         t,
         Uint8 | Int8 | Uint16 | Int16 | Uint32 | Int32 | Uint64 | Int64 | Float32 | Float64
     ) {
-        return Err(format!(
-            "datatype {} ({t:?}) is not supported (a scalar integer or float type is needed)",
-            h.datatype
-        ));
+        return Err(NiftiProblem::UnsupportedDatatype { code, kind: t });
     }
     if i64::from(h.bitpix) != 8 * t.size_of() as i64 {
-        return Err(format!(
-            "bitpix {} does not match datatype {} ({t:?}, {} bits)",
-            h.bitpix,
-            h.datatype,
-            8 * t.size_of()
-        ));
+        return Err(NiftiProblem::Bitpix {
+            bitpix: h.bitpix,
+            code,
+            kind: t,
+            bits: 8 * t.size_of(),
+        });
     }
     Ok(t)
 }
 
 /// `(slope, intercept)` as nibabel applies them: none when `scl_slope` is 0 or not finite; a
 /// usable slope with a non-finite intercept is an error.
-fn scaling(h: &NiftiHeader) -> Result<Option<(f64, f64)>, String> {
+fn scaling(h: &NiftiHeader) -> Result<Option<(f64, f64)>, NiftiProblem> {
     let (slope, inter) = (f64::from(h.scl_slope), f64::from(h.scl_inter));
     if slope == 0.0 || !slope.is_finite() {
         return Ok(None);
     }
     if !inter.is_finite() {
-        return Err(format!(
-            "scl_slope {slope} with a non-finite scl_inter {inter}"
-        ));
+        return Err(NiftiProblem::Intercept { slope, inter });
     }
     Ok(Some((slope, inter)))
 }
@@ -238,15 +249,12 @@ fn finish(
     geometry: Geometry,
 ) -> Result<NiftiImage, InputError> {
     let header = object.header().clone();
-    let datatype = check_datatype(&header).map_err(|r| format_error(path, r))?;
-    let scale = scaling(&header).map_err(|r| format_error(path, r))?;
-    let values = to_f64(object.into_volume(), datatype).map_err(|r| format_error(path, r))?;
+    let datatype = check_datatype(&header).map_err(|p| nifti_error(path, p))?;
+    let scale = scaling(&header).map_err(|p| nifti_error(path, p))?;
+    let values = to_f64(object.into_volume(), datatype).map_err(|p| nifti_error(path, p))?;
     let [nx, ny, nz] = geometry.shape_ijk;
     if values.len() != nx * ny * nz {
-        return Err(format_error(
-            path,
-            "voxel data does not match the header dimensions",
-        ));
+        return Err(nifti_error(path, NiftiProblem::VoxelCount));
     }
     let scaled: Vec<f32> = match scale {
         Some((slope, inter)) => values.iter().map(|&v| (v * slope + inter) as f32).collect(),
@@ -254,7 +262,7 @@ fn finish(
     };
     // NIfTI stores i fastest, so the values in file order are a standard-layout [k, j, i] array
     let data = Array3::from_shape_vec((nz, ny, nx), scaled)
-        .map_err(|_| format_error(path, "voxel data does not match the header dimensions"))?;
+        .map_err(|_| nifti_error(path, NiftiProblem::VoxelCount))?;
     let bad = data.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(InputError::NonFinite {
@@ -271,16 +279,19 @@ fn finish(
 }
 
 /// The voxel values in file order, by the header's datatype.
-fn to_f64(volume: InMemNiftiVolume, datatype: NiftiType) -> Result<Vec<f64>, String> {
-    fn typed<T: DataElement + Into<f64>>(v: InMemNiftiVolume) -> Result<Vec<f64>, String> {
+fn to_f64(volume: InMemNiftiVolume, datatype: NiftiType) -> Result<Vec<f64>, NiftiProblem> {
+    fn typed<T: DataElement + Into<f64>>(v: InMemNiftiVolume) -> Result<Vec<f64>, NiftiProblem> {
         v.into_nifti_typed_data::<T>()
             .map(|d| d.into_iter().map(Into::into).collect())
-            .map_err(|e| describe(&e))
+            .map_err(NiftiProblem::Reader)
     }
-    fn wide<T: DataElement>(v: InMemNiftiVolume, f: fn(T) -> f64) -> Result<Vec<f64>, String> {
+    fn wide<T: DataElement>(
+        v: InMemNiftiVolume,
+        f: fn(T) -> f64,
+    ) -> Result<Vec<f64>, NiftiProblem> {
         v.into_nifti_typed_data::<T>()
             .map(|d| d.into_iter().map(f).collect())
-            .map_err(|e| describe(&e))
+            .map_err(NiftiProblem::Reader)
     }
     use NiftiType::*;
     match datatype {
@@ -294,50 +305,27 @@ fn to_f64(volume: InMemNiftiVolume, datatype: NiftiType) -> Result<Vec<f64>, Str
         Int64 => wide::<i64>(volume, |v| v as f64),
         Float32 => typed::<f32>(volume),
         Float64 => typed::<f64>(volume),
-        other => Err(format!("datatype {other:?} is not supported")),
+        kind => Err(NiftiProblem::Undecodable { kind }),
     }
-}
-
-fn describe(e: &nifti::NiftiError) -> String {
-    match e {
-        nifti::NiftiError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "file is truncated".to_string()
-        }
-        nifti::NiftiError::Io(io) => format!("cannot read: {}", one_line(&io.to_string())),
-        nifti::NiftiError::InvalidFormat => "not a NIfTI-1 file (bad magic)".to_string(),
-        nifti::NiftiError::IncompatibleLength(got, expected) => {
-            format!("file is truncated ({got} of {expected} bytes of voxel data)")
-        }
-        other => one_line(&other.to_string().to_lowercase()),
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Spatial size of the one 3-D volume the header describes.
-fn spatial_shape(h: &NiftiHeader) -> Result<[usize; 3], String> {
+fn spatial_shape(h: &NiftiHeader) -> Result<[usize; 3], NiftiProblem> {
     let rank = h.dim[0] as usize;
     if !(1..=7).contains(&rank) {
-        return Err(format!(
-            "header dim[0] = {} is not a valid rank (1 to 7) in either byte order",
-            h.dim[0]
-        ));
+        return Err(NiftiProblem::Rank { dim0: h.dim[0] });
     }
     // NIfTI-1 dimensions are signed 16-bit values; nifti 0.18 reads them unsigned
     let signed: Vec<i16> = h.dim[1..=rank].iter().map(|&d| d as i16).collect();
-    if let Some(d) = signed.iter().find(|&&d| d < 0) {
-        return Err(format!("header has a negative dimension {d}: {signed:?}"));
+    if let Some(&dim) = signed.iter().find(|&&d| d < 0) {
+        return Err(NiftiProblem::NegativeDimension { dim, dims: signed });
     }
     let dims: Vec<usize> = h.dim[1..=rank].iter().map(|&d| d as usize).collect();
     if dims.contains(&0) {
-        return Err(format!("header has a zero dimension: {dims:?}"));
+        return Err(NiftiProblem::ZeroDimension { dims });
     }
     if rank > 3 && dims[3..].iter().any(|&d| d != 1) {
-        return Err(format!(
-            "expected one 3-D volume, got a {rank}-D image of shape {dims:?}"
-        ));
+        return Err(NiftiProblem::NotOneVolume { rank, dims });
     }
     let mut shape = [1; 3];
     for (s, d) in shape.iter_mut().zip(dims.iter()) {
@@ -347,7 +335,7 @@ fn spatial_shape(h: &NiftiHeader) -> Result<[usize; 3], String> {
 }
 
 /// Voxel-to-LPS affine per the NIfTI rules (see module docs).
-fn affine_lps(h: &NiftiHeader) -> Result<[[f64; 4]; 4], String> {
+fn affine_lps(h: &NiftiHeader) -> Result<[[f64; 4]; 4], NiftiProblem> {
     let ras = if h.sform_code > 0 {
         sform(h)
     } else if h.qform_code > 0 {
@@ -362,7 +350,7 @@ fn affine_lps(h: &NiftiHeader) -> Result<[[f64; 4]; 4], String> {
         affine_lps: a,
     };
     if !finite || probe.voxel_volume_mm3() < 1e-12 {
-        return Err("the affine (sform/qform) is singular or not finite".to_string());
+        return Err(NiftiProblem::Affine);
     }
     Ok(a)
 }
@@ -372,10 +360,10 @@ fn sform(h: &NiftiHeader) -> [[f64; 4]; 4] {
     [r(h.srow_x), r(h.srow_y), r(h.srow_z), [0.0, 0.0, 0.0, 1.0]]
 }
 
-fn qform(h: &NiftiHeader) -> Result<[[f64; 4]; 4], String> {
+fn qform(h: &NiftiHeader) -> Result<[[f64; 4]; 4], NiftiProblem> {
     let zooms = [h.pixdim[1], h.pixdim[2], h.pixdim[3]].map(f64::from);
     if zooms.iter().any(|&z| z <= 0.0 || !z.is_finite()) {
-        return Err(format!("qform needs positive pixdim[1..3], got {zooms:?}"));
+        return Err(NiftiProblem::QformPixdim { pixdim: zooms });
     }
     let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
     let (b, c, d) = (
@@ -429,6 +417,13 @@ fn base_affine(h: &NiftiHeader) -> [[f64; 4]; 4] {
     out
 }
 
+/// A voxel type maps are written in (float32 maps, int32 blob ids, uint8 labels, int16 images).
+pub trait MapValue: DataElement + bytemuck::Pod {}
+impl MapValue for f32 {}
+impl MapValue for i32 {}
+impl MapValue for u8 {}
+impl MapValue for i16 {}
+
 /// Writes a `[z, y, x]` map as NIfTI on `geometry`. With a `reference` header (the input was
 /// NIfTI) its geometry fields (sform, qform, pixdim, units) are copied verbatim, so the output
 /// carries the input's affine bit for bit; otherwise sform and qform are built from `geometry`.
@@ -440,7 +435,7 @@ pub fn write_map<T>(
     description: &str,
 ) -> std::io::Result<()>
 where
-    T: DataElement + bytemuck::Pod,
+    T: MapValue,
 {
     let mut header = match reference {
         Some(h) => h.clone(),
@@ -658,6 +653,26 @@ mod tests {
             "extension at byte 352 has size 4",
         );
         refused(&with_extension(16, 384.0), "extension at byte 368");
+    }
+
+    #[test]
+    fn a_refusal_carries_its_problem_typed() {
+        let mut nii = sample_nii();
+        nii[72..74].copy_from_slice(&8i16.to_le_bytes());
+        let e = read(&nii).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                InputError::Nifti { problem: NiftiProblem::Bitpix { bitpix: 8, code: 4, bits: 16, .. }, path }
+                    if path == Path::new("x.nii")
+            ),
+            "{e:?}"
+        );
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("bitpix 8 does not match datatype 4 (Int16, 16 bits)")
+        );
     }
 
     #[test]

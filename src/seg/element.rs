@@ -11,7 +11,7 @@ use dicom::dictionary_std::uids;
 use dicom::object::mem::InMemElement;
 use dicom::object::{FileMetaTableBuilder, InMemDicomObject};
 
-use super::SegError;
+use super::request::SegError;
 
 pub(crate) type Obj = InMemDicomObject;
 pub(crate) type Elem = InMemElement;

@@ -13,12 +13,12 @@ use std::path::Path;
 use dicom::core::{DataElement, PrimitiveValue, VR};
 use dicom::dictionary_std::{tags, uids};
 use ndarray::{ArrayView3, Axis};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::element::{int_string, item, text, texts, us, write_file, Elem};
+use super::request::SegError;
 use super::segmentation::{equipment_elements, Common, SourceSeries};
 use super::values::{format_ds, long_string, new_uid};
-use super::SegError;
 
 /// How stored int16 values map to the NIfTI values: `value = stored x slope + intercept`.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +66,7 @@ impl Rescale {
 }
 
 /// What the report says about one written series.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceDicomInfo {
     pub channel: String,
     /// Folder relative to the output folder.

@@ -8,7 +8,8 @@
 //! For DICOM input the source's own strings are kept verbatim (viewers compare orientations
 //! and positions with the source's), after checking that they describe the case's grid.
 
-use crate::io::case::DicomSource;
+use crate::io::dicom::DicomSource;
+use crate::vec3::{cross, dot};
 use crate::volume::Geometry;
 
 use super::values::format_ds;
@@ -44,18 +45,6 @@ struct Axes {
 
 fn column(g: &Geometry, c: usize) -> [f64; 3] {
     [g.affine_lps[0][c], g.affine_lps[1][c], g.affine_lps[2][c]]
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }
 
 fn axes(g: &Geometry) -> Result<Axes, String> {

@@ -20,6 +20,24 @@ pub const TYPE_NEOPLASM: Code = Code {
     scheme: "SCT",
     meaning: "Neoplasm",
 };
+/// The BraTS sub-regions as the DICOM standard codes brain lesion segments (PS3.16 CID 7168,
+/// Brain Lesion Segmentation Type With Necrosis): NETC as necrosis, SNFH as edema, ET as an
+/// enhancing lesion (NCIt, as the context group gives it).
+pub const TYPE_NECROSIS: Code = Code {
+    value: "6574001",
+    scheme: "SCT",
+    meaning: "Necrosis",
+};
+pub const TYPE_EDEMA: Code = Code {
+    value: "79654002",
+    scheme: "SCT",
+    meaning: "Edema",
+};
+pub const TYPE_ENHANCING: Code = Code {
+    value: "C113842",
+    scheme: "NCIt",
+    meaning: "Enhancing Lesion",
+};
 pub const REGION_BRAIN: Code = Code {
     value: "12738006",
     scheme: "SCT",
@@ -40,6 +58,10 @@ pub enum SegmentKind {
     Blob(u32),
     /// A set of blobs (ids sorted ascending, possibly none): label is one of them.
     Blobs(Vec<u32>),
+    /// A probability level, on a map of how many levels each voxel reaches: label >= n.
+    AtLeast(u32),
+    /// One value of a label map (BraTS labels): label == value.
+    Label(u32),
 }
 
 impl SegmentKind {
@@ -48,6 +70,8 @@ impl SegmentKind {
             SegmentKind::Tumor => label > 0,
             SegmentKind::Blob(id) => label == *id,
             SegmentKind::Blobs(ids) => label > 0 && ids.binary_search(&label).is_ok(),
+            SegmentKind::AtLeast(n) => label >= *n,
+            SegmentKind::Label(value) => label == *value,
         }
     }
 }
@@ -56,12 +80,18 @@ impl SegmentKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
     pub number: u16,
+    /// Which of the SEG's maps the segment's voxels come from (`segmentation::Pixels`).
+    pub map: usize,
     pub kind: SegmentKind,
+    /// Segmented Property Type (the category is always a morphologically abnormal structure).
+    pub property: Code,
     pub label: String,
     pub description: String,
     pub rgb: [u8; 3],
     /// TrackingID and TrackingUID (both or neither).
     pub tracking: Option<(String, String)>,
+    /// The region the segment belongs to, in a SEG of several regions.
+    pub region: Option<String>,
 }
 
 /// The algorithm every segment names.
@@ -120,7 +150,7 @@ pub(crate) fn segment_item(s: &Segment, algorithm: &Algorithm) -> Obj {
             tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
             CATEGORY_ABNORMAL,
         ),
-        code_seq(tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, TYPE_NEOPLASM),
+        code_seq(tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE, s.property),
         code_seq(tags::ANATOMIC_REGION_SEQUENCE, REGION_BRAIN),
         us(
             tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE,

@@ -6,9 +6,10 @@
 //! (slice 0 when it is empty everywhere), so a case without blobs still gets a valid SEG.
 //! Shared functional groups: Pixel Measures and Plane Orientation. Per frame: Frame Content
 //! (DimensionIndexValues = [segment number, k + 1]), Plane Position, Segment Identification,
-//! and, when the case has DICOM source images, Derivation Image (the source slice k of every
-//! referenced series). The dimension index is [ReferencedSegmentNumber, ImagePositionPatient],
-//! as highdicom and dcmqi write it.
+//! and, when the SEG has a source series, Derivation Image (that series' slice k). The source
+//! series is also the one item of the Common Instance Reference's ReferencedSeriesSequence
+//! (`reference` says which series it is and why only one). The dimension index is
+//! [ReferencedSegmentNumber, ImagePositionPatient], as highdicom and dcmqi write it.
 
 use dicom::core::VR;
 use dicom::dictionary_std::{tags, uids};
@@ -37,7 +38,8 @@ pub const PURPOSE_SOURCE_IMAGE: Code = Code {
 /// Value of the highest fractional value (probability 1).
 pub const MAX_FRACTIONAL_VALUE: u8 = 255;
 
-/// A source series the SEG references: one instance per k-slice of the grid.
+/// The source series a SEG references (the series it is drawn on): one instance per k-slice
+/// of the grid.
 #[derive(Debug, Clone)]
 pub struct SourceSeries {
     pub channel: String,
@@ -51,8 +53,8 @@ pub struct SourceSeries {
 pub struct Common<'a> {
     pub study: &'a Study,
     pub planes: &'a Planes,
-    /// Referenced source series (same study); empty for a stand-alone SEG.
-    pub sources: &'a [SourceSeries],
+    /// The referenced source series (same study); none for a stand-alone SEG.
+    pub source: Option<&'a SourceSeries>,
     pub now: &'a Timestamp,
     pub algorithm: &'a Algorithm,
 }
@@ -60,10 +62,23 @@ pub struct Common<'a> {
 /// The pixels of a SEG, on the input grid (`[k, j, i]`).
 #[derive(Debug, Clone, Copy)]
 pub enum Pixels<'a> {
-    /// Label map (blob ids); each segment's kind selects its voxels.
-    Binary(ArrayView3<'a, u32>),
-    /// Probability in [0, 1] of the single segment, stored as round(p x 255).
-    Fractional(ArrayView3<'a, f32>),
+    /// Label maps (blob ids, BraTS labels, levels reached); each segment's kind selects its
+    /// voxels in its map (`Segment::map`).
+    Binary(&'a [ArrayView3<'a, u32>]),
+    /// Probabilities in [0, 1], one map per segment (`Segment::map`), stored as round(p x 255).
+    Fractional(&'a [ArrayView3<'a, f32>]),
+}
+
+impl Pixels<'_> {
+    /// Shape of the maps, when they all have the same one.
+    fn shape(&self) -> Option<(usize, usize, usize)> {
+        let shapes: Vec<_> = match self {
+            Pixels::Binary(maps) => maps.iter().map(|m| m.dim()).collect(),
+            Pixels::Fractional(maps) => maps.iter().map(|m| m.dim()).collect(),
+        };
+        let first = *shapes.first()?;
+        shapes.iter().all(|&s| s == first).then_some(first)
+    }
 }
 
 /// One SEG instance to build.
@@ -102,38 +117,52 @@ pub fn quantize_probability(p: f32) -> u8 {
 
 /// Number of voxels of each segment in each k-slice: `counts[segment][k]`.
 fn slice_counts(pixels: Pixels, segments: &[Segment]) -> Vec<Vec<usize>> {
-    let nk = match pixels {
-        Pixels::Binary(l) => l.len_of(Axis(0)),
-        Pixels::Fractional(p) => p.len_of(Axis(0)),
-    };
-    let mut counts = vec![vec![0usize; nk]; segments.len()];
-    for k in 0..nk {
-        match pixels {
-            Pixels::Binary(labels) => {
-                let slice = labels.index_axis(Axis(0), k);
-                let max = slice.iter().copied().max().unwrap_or(0) as usize;
-                let mut per_label = vec![0usize; max + 1];
-                for &l in slice.iter() {
-                    per_label[l as usize] += 1;
-                }
-                for (s, seg) in segments.iter().enumerate() {
-                    counts[s][k] = (0..=max)
-                        .filter(|&l| seg.kind.contains(l as u32))
-                        .map(|l| per_label[l])
-                        .sum();
-                }
-            }
-            Pixels::Fractional(p) => {
-                let n = p
-                    .index_axis(Axis(0), k)
-                    .iter()
-                    .filter(|&&v| quantize_probability(v) > 0)
-                    .count();
-                counts.iter_mut().for_each(|c| c[k] = n);
-            }
+    match pixels {
+        Pixels::Binary(maps) => {
+            let per_map: Vec<Vec<Vec<usize>>> = maps
+                .iter()
+                .map(|m| m.outer_iter().map(label_counts).collect())
+                .collect();
+            segments
+                .iter()
+                .map(|seg| {
+                    per_map[seg.map]
+                        .iter()
+                        .map(|per_label| {
+                            (0..per_label.len())
+                                .filter(|&l| seg.kind.contains(l as u32))
+                                .map(|l| per_label[l])
+                                .sum()
+                        })
+                        .collect()
+                })
+                .collect()
         }
+        Pixels::Fractional(maps) => segments
+            .iter()
+            .map(|seg| {
+                maps[seg.map]
+                    .outer_iter()
+                    .map(|slice| {
+                        slice
+                            .iter()
+                            .filter(|&&v| quantize_probability(v) > 0)
+                            .count()
+                    })
+                    .collect()
+            })
+            .collect(),
     }
-    counts
+}
+
+/// Voxels of each label value in one slice (index = value).
+fn label_counts(slice: ndarray::ArrayView2<u32>) -> Vec<usize> {
+    let max = slice.iter().copied().max().unwrap_or(0) as usize;
+    let mut per_label = vec![0usize; max + 1];
+    for &l in slice.iter() {
+        per_label[l as usize] += 1;
+    }
+    per_label
 }
 
 /// Frames in order: segment-major, then k; empty ones left out when asked, never all of a
@@ -156,26 +185,27 @@ fn select_frames(counts: &[Vec<usize>], omit_empty: bool) -> Vec<FrameRef> {
 
 fn pixel_data(pixels: Pixels, segments: &[Segment], frames: &[FrameRef]) -> Vec<u8> {
     match pixels {
-        Pixels::Binary(labels) => {
-            let frame_len = labels.len_of(Axis(1)) * labels.len_of(Axis(2));
+        Pixels::Binary(maps) => {
+            let frame_len = maps[0].len_of(Axis(1)) * maps[0].len_of(Axis(2));
             let mut packer = BitPacker::with_capacity(frame_len * frames.len());
             for f in frames {
-                let kind = &segments[f.segment].kind;
+                let segment = &segments[f.segment];
                 packer.extend(
-                    labels
+                    maps[segment.map]
                         .index_axis(Axis(0), f.k)
                         .iter()
-                        .map(|&l| kind.contains(l)),
+                        .map(|&l| segment.kind.contains(l)),
                 );
             }
             packer.finish()
         }
-        Pixels::Fractional(p) => {
-            let mut out =
-                Vec::with_capacity(p.len_of(Axis(1)) * p.len_of(Axis(2)) * frames.len() + 1);
+        Pixels::Fractional(maps) => {
+            let frame_len = maps[0].len_of(Axis(1)) * maps[0].len_of(Axis(2));
+            let mut out = Vec::with_capacity(frame_len * frames.len() + 1);
             for f in frames {
                 out.extend(
-                    p.index_axis(Axis(0), f.k)
+                    maps[segments[f.segment].map]
+                        .index_axis(Axis(0), f.k)
                         .iter()
                         .map(|&v| quantize_probability(v)),
                 );
@@ -202,10 +232,19 @@ pub fn build(common: Common, spec: &SegSpec, pixels: Pixels) -> Result<Built, St
             spec.segments.len()
         ));
     }
-    let shape = match pixels {
-        Pixels::Binary(l) => l.dim(),
-        Pixels::Fractional(p) => p.dim(),
+    let shape = pixels
+        .shape()
+        .ok_or_else(|| "the maps of a SEG must all have one shape".to_string())?;
+    let maps = match pixels {
+        Pixels::Binary(m) => m.len(),
+        Pixels::Fractional(m) => m.len(),
     };
+    if let Some(s) = spec.segments.iter().find(|s| s.map >= maps) {
+        return Err(format!(
+            "segment {} names map {} of {maps}",
+            s.number, s.map
+        ));
+    }
     let planes = common.planes;
     if shape != (planes.positions.len(), planes.rows, planes.columns) {
         return Err(format!(
@@ -225,8 +264,8 @@ pub fn build(common: Common, spec: &SegSpec, pixels: Pixels) -> Result<Built, St
     elements.extend(dimension_elements());
     elements.push(shared_groups(planes));
     elements.push(per_frame_groups(common, spec.segments, &frames));
-    if !common.sources.is_empty() {
-        elements.push(referenced_series(common.sources));
+    if let Some(source) = common.source {
+        elements.push(referenced_series(source));
     }
     elements.push(bytes(
         tags::PIXEL_DATA,
@@ -314,8 +353,9 @@ fn image_elements(pixels: Pixels, planes: &Planes, frames: usize) -> Vec<Elem> {
 /// Segment Sequence, content identification and overlap.
 fn segmentation_elements(common: Common, spec: &SegSpec, pixels: Pixels) -> Vec<Elem> {
     let overlap = match pixels {
-        Pixels::Binary(_) if spec.segments.len() > 1 => "YES",
-        _ => "NO",
+        _ if spec.segments.len() == 1 => "NO",
+        Pixels::Binary(_) => "YES",
+        Pixels::Fractional(_) => "UNDEFINED",
     };
     vec![
         text(tags::SEGMENTS_OVERLAP, VR::CS, overlap),
@@ -429,8 +469,8 @@ fn per_frame_groups(common: Common, segments: &[Segment], frames: &[FrameRef]) -
                     vec![item(vec![us(tags::REFERENCED_SEGMENT_NUMBER, &[number])])],
                 ),
             ];
-            if !common.sources.is_empty() {
-                groups.push(derivation(common.sources, f.k));
+            if let Some(source) = common.source {
+                groups.push(derivation(source, f.k));
             }
             item(groups)
         })
@@ -438,23 +478,18 @@ fn per_frame_groups(common: Common, segments: &[Segment], frames: &[FrameRef]) -
     seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, items)
 }
 
-/// Derivation Image of a frame: slice k of every source series (PS3.3 A.51.5.1 codes).
-fn derivation(sources: &[SourceSeries], k: usize) -> Elem {
-    let images = sources
-        .iter()
-        .map(|s| {
-            let (class, instance) = &s.instances[k];
-            item(vec![
-                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
-                text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
-                code_seq(
-                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                    PURPOSE_SOURCE_IMAGE,
-                ),
-                text(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
-            ])
-        })
-        .collect();
+/// Derivation Image of a frame: slice k of the source series (PS3.3 A.51.5.1 codes).
+fn derivation(source: &SourceSeries, k: usize) -> Elem {
+    let (class, instance) = &source.instances[k];
+    let image = item(vec![
+        text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
+        text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
+        code_seq(
+            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+            PURPOSE_SOURCE_IMAGE,
+        ),
+        text(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
+    ]);
     seq(
         tags::DERIVATION_IMAGE_SEQUENCE,
         vec![item(vec![
@@ -462,35 +497,33 @@ fn derivation(sources: &[SourceSeries], k: usize) -> Elem {
                 tags::DERIVATION_CODE_SEQUENCE,
                 vec![code_item(DERIVATION_SEGMENTATION)],
             ),
-            seq(tags::SOURCE_IMAGE_SEQUENCE, images),
+            seq(tags::SOURCE_IMAGE_SEQUENCE, vec![image]),
         ])],
     )
 }
 
-/// Common Instance Reference: every instance of every source series.
-fn referenced_series(sources: &[SourceSeries]) -> Elem {
+/// Common Instance Reference: every instance of the source series.
+fn referenced_series(source: &SourceSeries) -> Elem {
+    let instances = source
+        .instances
+        .iter()
+        .map(|(class, instance)| {
+            item(vec![
+                text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
+                text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
+            ])
+        })
+        .collect();
     seq(
         tags::REFERENCED_SERIES_SEQUENCE,
-        sources
-            .iter()
-            .map(|s| {
-                item(vec![
-                    seq(
-                        tags::REFERENCED_INSTANCE_SEQUENCE,
-                        s.instances
-                            .iter()
-                            .map(|(class, instance)| {
-                                item(vec![
-                                    text(tags::REFERENCED_SOP_CLASS_UID, VR::UI, class),
-                                    text(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                    text(tags::SERIES_INSTANCE_UID, VR::UI, &s.series_instance_uid),
-                ])
-            })
-            .collect(),
+        vec![item(vec![
+            seq(tags::REFERENCED_INSTANCE_SEQUENCE, instances),
+            text(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                &source.series_instance_uid,
+            ),
+        ])],
     )
 }
 
@@ -503,11 +536,14 @@ mod tests {
     fn segment(number: u16, kind: SegmentKind) -> Segment {
         Segment {
             number,
+            map: 0,
             kind,
+            property: crate::seg::segment::TYPE_NEOPLASM,
             label: format!("s{number}"),
             description: String::new(),
             rgb: [0, 0, 0],
             tracking: None,
+            region: None,
         }
     }
 
@@ -522,14 +558,15 @@ mod tests {
             segment(3, SegmentKind::Blob(2)),
             segment(4, SegmentKind::Blob(7)),
         ];
-        let counts = slice_counts(Pixels::Binary(labels.view()), &segs);
+        let maps = [labels.view()];
+        let counts = slice_counts(Pixels::Binary(&maps), &segs);
         assert_eq!(counts[0], [0, 1, 1, 0]);
         let frames = select_frames(&counts, true);
         let pairs: Vec<(usize, usize)> = frames.iter().map(|f| (f.segment, f.k)).collect();
         assert_eq!(pairs, [(0, 1), (0, 2), (1, 1), (2, 2), (3, 0)]);
         assert_eq!(select_frames(&counts, false).len(), 16);
         // 6-pixel frames, one bit stream: k=1 sets bit 0, k=2 sets bit 6 + 5 = 11
-        let data = pixel_data(Pixels::Binary(labels.view()), &segs, &frames[..2]);
+        let data = pixel_data(Pixels::Binary(&maps), &segs, &frames[..2]);
         assert_eq!(data, vec![0b0000_0001, 0b0000_1000]);
     }
 

@@ -9,7 +9,7 @@
 use dicom::core::{Tag, VR};
 use dicom::dictionary_std::tags;
 
-use crate::io::case::DicomSource;
+use crate::io::dicom::DicomSource;
 
 use super::element::{text, Elem};
 use super::values::{long_string, new_uid, Timestamp};

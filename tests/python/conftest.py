@@ -18,8 +18,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import queue
 import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,6 +47,8 @@ DEMO_MODELS = {
 }
 REPORT_SCHEMA = ROOT / "schemas" / "report.schema.yaml"
 MAPS = ("mean_logits", "std_logits", "probability", "labels")
+UNCERTAINTY_MAPS = ("entropy", "expected_entropy", "mutual_information", "logit_variance_between",
+                    "logit_variance_within")
 # libyaml's loader when PyYAML has it (same resolution, ~30x faster on big reports)
 _BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -131,6 +135,56 @@ def stochseg(*args, timeout: float = 300, cwd: Path | None = None,
                           timeout=timeout)
     TIMINGS.append((" ".join(str(a) for a in args[:1] + args[-2:]), time.monotonic() - t0))
     return proc
+
+
+class Watched:
+    """A binary started in the background whose stderr a helper thread reads line by line, so
+    that every wait on it has a deadline: a run that hangs without writing a word fails the
+    test (and is killed) instead of blocking it."""
+
+    def __init__(self, args, extra_env: dict | None = None):
+        e = env()
+        e.update(extra_env or {})
+        self.proc = subprocess.Popen([str(BIN)] + [str(a) for a in args], env=e,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.seen: list[str] = []
+        self._lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self._lines.put(line)
+        self._lines.put(None)  # end of stderr
+
+    def _fail(self, what: str) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        pytest.fail(f"{what}; stderr so far:\n{''.join(self.seen)[-3000:]}", pytrace=False)
+
+    def wait_for_line(self, marker: str, timeout: float) -> list[str]:
+        """Waits until a stderr line contains `marker`; fails when none comes within `timeout`
+        seconds (also while the binary writes nothing) or stderr ends first."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, end - time.monotonic()))
+            except queue.Empty:
+                self._fail(f"no {marker!r} on stderr within {timeout} s")
+            if line is None:
+                self._fail(f"the run ended before {marker!r}")
+            self.seen.append(line)
+            if marker in line:
+                return self.seen
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        """Waits for the exit with a deadline; returns (stdout, all of stderr)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._fail(f"the run did not end within {timeout} s")
+        while (line := self._lines.get(timeout=timeout)) is not None:
+            self.seen.append(line)
+        return self.proc.stdout.read(), "".join(self.seen)
 
 
 def write_config(path: Path, models, extra: dict | None = None) -> Path:
@@ -394,6 +448,45 @@ class DicomSeries:
 @pytest.fixture(scope="session")
 def dicom_series(tmp_path_factory) -> DicomSeries:
     return DicomSeries(tmp_path_factory.mktemp("dicom-series-shared"))
+
+
+# --------------------------------------------------------------------------------------------
+# the installed tool (`make install`, docs/install.md)
+# --------------------------------------------------------------------------------------------
+def make_install(prefix: Path, target: str = "install") -> subprocess.CompletedProcess:
+    """`make install PREFIX=prefix` (or `uninstall`) of this checkout with the suite's binary;
+    must succeed."""
+    p = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), target,
+                        f"PREFIX={prefix}", f"BIN={BIN}"],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, f"make {target} failed:\n{p.stdout[-3000:]}{p.stderr[-3000:]}"
+    return p
+
+
+def clean_env(prefix: Path) -> dict:
+    """What `env -i PATH=/usr/bin:/bin:PREFIX/bin` leaves: no ORT_DYLIB_PATH, no venv."""
+    return {"PATH": f"/usr/bin:/bin:{prefix}/bin"}
+
+
+def installed_stochseg(prefix: Path, *args, cwd: Path | None = None,
+                       timeout: float = 300) -> subprocess.CompletedProcess:
+    """`stochseg ARGS` by name, from the installed tree at `prefix`, in a clean environment."""
+    cmd = ["env", "-i", *(f"{k}={v}" for k, v in clean_env(prefix).items()), "stochseg",
+           *(str(a) for a in args)]
+    return subprocess.run(cmd, cwd=str(cwd or ROOT), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> Path:
+    """A tree installed by `make install` into a temporary prefix and then moved to another
+    folder: the prefix it lives at now."""
+    base = tmp_path_factory.mktemp("install")
+    make_install(base / "prefix")
+    moved = base / "moved" / "elsewhere"
+    moved.parent.mkdir()
+    (base / "prefix").rename(moved)
+    return moved
 
 
 def golden(name: str) -> Path:

@@ -52,8 +52,11 @@ def model_patch(sess) -> tuple:
 
 
 def sliding_window(sess, image: np.ndarray, patch=None, overlap: float = 0.5,
-                   weighting: str = "gaussian", batch: int = 4) -> np.ndarray:
-    """image float32 [c, z, y, x] -> stitched channel-0 logits float32 [z, y, x]."""
+                   weighting: str = "gaussian", batch: int = 4,
+                   all_channels: bool = False) -> np.ndarray:
+    """image float32 [c, z, y, x] -> stitched channel-0 logits float32 [z, y, x], or with
+    all_channels every output channel stitched, float32 [C, z, y, x] (each channel by the
+    same float32 arithmetic as channel 0, so its channel 0 is the channel-0 result)."""
     patch = tuple(patch or model_patch(sess))
     spatial = image.shape[1:]
     pads = []
@@ -69,7 +72,7 @@ def sliding_window(sess, image: np.ndarray, patch=None, overlap: float = 0.5,
         batch = fixed
     iname, oname = sess.get_inputs()[0].name, sess.get_outputs()[0].name
     imp = importance(patch, weighting)
-    num = np.zeros(shape, np.float32)
+    num = None
     den = np.zeros(shape, np.float32)
     for b0 in range(0, len(wins), batch):
         chunk = wins[b0:b0 + batch]
@@ -77,13 +80,63 @@ def sliding_window(sess, image: np.ndarray, patch=None, overlap: float = 0.5,
         for i, (z, y, x) in enumerate(chunk):
             xb[i] = padded[:, z:z + patch[0], y:y + patch[1], x:x + patch[2]]
         out = sess.run([oname], {iname: xb})[0]
+        if not all_channels:
+            out = out[:, :1]
+        if num is None:
+            num = np.zeros((out.shape[1],) + shape, np.float32)
         for i, (z, y, x) in enumerate(chunk):
             sl = (slice(z, z + patch[0]), slice(y, y + patch[1]), slice(x, x + patch[2]))
-            num[sl] += imp * out[i, 0]
+            num[(slice(None),) + sl] += imp * out[i]
             den[sl] += imp
     res = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     crop = tuple(slice(b, b + s) for (b, _), s in zip(pads, spatial))
-    return res[crop]
+    res = res[(slice(None),) + crop]
+    return res if all_channels else res[0]
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """log(sum(exp(x), axis 0)) in float64, shifted by the maximum (no overflow)."""
+    m = x.max(0)
+    return m + np.log(np.exp(x - m).sum(0))
+
+
+def region_log_odds(class_logits: np.ndarray, class_labels, region_labels) -> np.ndarray:
+    """Log-odds of a region under a softmax model (output-declaration spec): for class logits
+    l_c [C, ...] with class c carrying the label class_labels[c],
+    log(sum_{c in R} exp(l_c)) - log(sum_{c not in R} exp(l_c)), R = the classes whose label
+    is in region_labels.  Computed in float64 by log-sum-exp, returned as float32.  A region
+    with a label the model has no class for, or one covering every class, is an error."""
+    class_labels = [int(v) for v in class_labels]
+    region_labels = {int(v) for v in region_labels}
+    if len(class_labels) != class_logits.shape[0]:
+        raise ValueError(f"{class_logits.shape[0]} channels, {len(class_labels)} class labels")
+    if not region_labels or region_labels - set(class_labels):
+        raise ValueError(f"region {sorted(region_labels)} is not made of classes {class_labels}")
+    inside = [c for c, v in enumerate(class_labels) if v in region_labels]
+    outside = [c for c, v in enumerate(class_labels) if v not in region_labels]
+    if not outside:
+        raise ValueError(f"region {sorted(region_labels)} covers every class")
+    x = np.asarray(class_logits, dtype=np.float64)
+    return (_logsumexp(x[inside]) - _logsumexp(x[outside])).astype(np.float32)
+
+
+def brats_nested(wt: np.ndarray, tc: np.ndarray, et: np.ndarray, threshold: float = 0.0):
+    """BraTS label map from aggregated region logits: ET > threshold -> 3, else TC -> 1 (NETC),
+    else WT -> 2 (SNFH), else 0; uint8."""
+    out = np.zeros(np.shape(wt), np.uint8)
+    out[np.asarray(wt) > threshold] = 2
+    out[np.asarray(tc) > threshold] = 1
+    out[np.asarray(et) > threshold] = 3
+    return out
+
+
+def brats_argmax(mean_class_probabilities: np.ndarray, labels) -> np.ndarray:
+    """BraTS label map of a softmax-only ensemble: per voxel the label of the class with the
+    largest mean probability [C, ...] (ties: the first such class, as numpy's argmax); uint8."""
+    labels = np.asarray(labels, dtype=np.uint8)
+    if labels.shape[0] != mean_class_probabilities.shape[0]:
+        raise ValueError(f"{mean_class_probabilities.shape[0]} channels, {len(labels)} labels")
+    return labels[np.argmax(mean_class_probabilities, axis=0)]
 
 
 def axis_coverage(size: int, patch: int, overlap: float = 0.5, radius: int = 1) -> np.ndarray:

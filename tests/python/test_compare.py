@@ -186,7 +186,7 @@ BLUE, ORANGE, RED, WHITE, BLACK = (31, 119, 180), (255, 127, 14), (255, 40, 40),
 def test_figures(compared):
     r = compared.report
     figures = [o for o in r["outputs"] if o.startswith("figures/")]
-    expected = ["figures/logit-histogram.png"] + [
+    expected = ["figures/logit-histogram.png", "figures/uncertainty-histogram.png"] + [
         f"figures/blob-{b['id']}.png" for b in r["blobs"][:3]]
     assert figures == expected
     # one histogram panel (720 x 220) for the ensemble and one per model
@@ -195,6 +195,14 @@ def test_figures(compared):
     for panel in range(hist.shape[0] // 220):
         bars = hist[panel * 220:(panel + 1) * 220]
         assert has_colour(bars, BLUE) and has_colour(bars, ORANGE), panel
+    # five uncertainty panels (entropy, expected entropy, mutual information, the between- and
+    # within-model variance), both ensembles beside each other but for the within-model
+    # variance, which the deterministic ensemble does not have (all in its first bin)
+    unc = read_png(compared.out / figures[1])
+    assert unc.shape == (220 * 5, 720, 3)
+    for panel in range(4):
+        bars = unc[panel * 220:(panel + 1) * 220]
+        assert has_colour(bars, BLUE) and has_colour(bars, ORANGE), panel
     # an overlay is the crop's axial plane once per channel and once for the spread, s pixels a
     # voxel, 4 pixels between panels
     crop = r["preprocess"]["crop_canonical_zyx"]
@@ -202,7 +210,7 @@ def test_figures(compared):
     nx = crop["end_zyx"][2] - crop["start_zyx"][2]
     s = min(max(512 // max(ny, nx), 1), 4)
     panels = len(r["case"]["inputs"]) + 1
-    for f in figures[1:]:
+    for f in figures[2:]:
         img = read_png(compared.out / f)
         assert img.shape == (s * ny, panels * s * nx + (panels - 1) * 4, 3), f
         assert has_colour(img, RED)  # the blob's outline and its tag

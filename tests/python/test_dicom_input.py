@@ -24,6 +24,7 @@ from conftest import (
     CASE_ID,
     CHANNELS,
     FIXTURES,
+    MAPS,
     error_line,
     load_nifti,
     model_path,
@@ -218,6 +219,13 @@ def check_grid(run, meta: dict, channel: str = "t1n") -> None:
     np.testing.assert_allclose(lps_of(run.img("labels")), affine, atol=1e-3, rtol=0)
 
 
+def assert_same_maps(run, nifti_run) -> None:
+    """The same voxels on the same grid give the same maps, value for value."""
+    for name in MAPS:
+        d = np.abs(run.map(name).astype(np.float64) - nifti_run.map(name)).max()
+        assert d == 0, f"{name}: DICOM vs NIfTI input, max |diff| {d:.3g}"
+
+
 # --------------------------------------------------------------------------------------------
 # good variants
 # --------------------------------------------------------------------------------------------
@@ -230,10 +238,8 @@ def test_plain_series_gives_the_nifti_result(series, runs_dir, nifti_run):
     np.testing.assert_allclose(report_affine(run), report_affine(nifti_run), atol=1e-4, rtol=0)
     check_grid(run, meta)
     check_matches_nifti(run, nifti_run, meta)
-    # same voxels on the same grid: the maps agree too
-    np.testing.assert_allclose(run.map("mean_logits"), nifti_run.map("mean_logits"),
-                               atol=1e-5, rtol=0)
-    assert np.array_equal(run.map("labels"), nifti_run.map("labels"))
+    # same voxels on the same grid: the same maps, value for value
+    assert_same_maps(run, nifti_run)
     inputs = {e["channel"]: e["path"] for e in run.report["case"]["inputs"]}
     assert inputs == {c: meta["channels"][c]["folder"] for c in CHANNELS}
     assert "DICOM series" in run.proc.stderr
@@ -268,8 +274,7 @@ def test_channels_from_nifti_and_dicom_mixed(series, runs_dir, nifti_run):
         args += ["--input", f"{c}={path}"]
     run = run_ok(runs_dir / "mixed", *model_args(), *args)
     check_matches_nifti(run, nifti_run, meta)
-    np.testing.assert_allclose(run.map("mean_logits"), nifti_run.map("mean_logits"),
-                               atol=1e-5, rtol=0)
+    assert_same_maps(run, nifti_run)
 
 
 def test_a_config_rule_resolves_an_ambiguous_folder(series, runs_dir, nifti_run, tmp_path):

@@ -6,17 +6,14 @@ estimate), and a DICOM case gets the same grid and estimate as its NIfTI twin.""
 from __future__ import annotations
 
 import json
-
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import (BIN, CASE_DIR, CASE_ID, CHANNELS, ROOT, FIXTURES, env, error_line,
-                      load_yaml, model_path, require, stochseg)
+from conftest import (CASE_DIR, CASE_ID, CHANNELS, ROOT, FIXTURES, error_line, load_yaml,
+                      model_path, require, stochseg)
 
 MIB = 1 << 20
 
@@ -29,14 +26,11 @@ def estimate(*args) -> dict:
 
 def peak_rss_run(out: Path, *args) -> int:
     """Runs `stochseg run` and returns its own peak RSS in bytes, as the report records it
-    (VmHWM: wait4's ru_maxrss would include the pytest process's pages forked before exec)."""
-    cmd = [str(BIN), "-q", "run", *map(str, args), "--case", str(CASE_DIR), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read().decode()
-    assert proc.returncode == 0, stderr
-    del usage
+    (VmHWM: the child's ru_maxrss would include the pytest process's pages forked before
+    exec)."""
+    # subprocess.run's timeout kills a run that hangs and fails the test
+    proc = stochseg("-q", "run", *args, "--case", CASE_DIR, "--out", out)
+    assert proc.returncode == 0, proc.stderr
     return int(json.loads((out / "report.json").read_text())["peak_rss_mib"] * MIB)
 
 

@@ -12,8 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import (BIN, CASE_DIR, env, error_line, model_path, run_ok, stochseg,
-                      write_config)
+from conftest import CASE_DIR, Watched, error_line, model_path, run_ok, stochseg, write_config
 
 
 def model_args(passes: int = 1):
@@ -21,13 +20,9 @@ def model_args(passes: int = 1):
 
 
 def start_run(out: Path, passes: int, *extra, threads: str | None = "1",
-              extra_env=None) -> subprocess.Popen:
-    e = env()
-    e.update(extra_env or {})
-    cmd = [str(BIN), "run", *map(str, model_args(passes)), "--case", str(CASE_DIR), "--out",
-           str(out), *map(str, extra)] + (["--threads", threads] if threads else [])
-    return subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+              extra_env=None) -> Watched:
+    args = ["run", *model_args(passes), "--case", CASE_DIR, "--out", out, *extra]
+    return Watched(args + (["--threads", threads] if threads else []), extra_env)
 
 
 def wait_for(predicate, timeout: float = 60.0) -> None:
@@ -89,24 +84,24 @@ def test_output_failure_exit_5(tmp_path):
 
 def test_sigint_exits_130_and_leaves_nothing(tmp_path):
     out = tmp_path / "o"
-    proc = start_run(out, 200)
+    run = start_run(out, 200)
     wait_for(staging_started(out))
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    run.proc.send_signal(signal.SIGINT)
+    _, stderr = run.finish(timeout=60)
+    assert run.proc.returncode == 130, stderr
     assert "interrupted" in error_line(subprocess.CompletedProcess([], 130, "", stderr))
     assert leftovers(tmp_path, "o") == [], "an interrupted run must leave nothing"
 
 
 def test_kill_9_leaves_nothing_finished_and_a_rerun_succeeds(tmp_path):
     out = tmp_path / "o"
-    proc = start_run(out, 200)
+    run = start_run(out, 200)
     wait_for(staging_started(out))
     time.sleep(0.5)
-    proc.kill()
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    run.proc.kill()
+    run.finish(timeout=60)
+    assert run.proc.returncode == -signal.SIGKILL
     assert not out.exists()
     assert not list(tmp_path.rglob("report.yaml")), "a killed run must not look finished"
     r = run_ok(out, *model_args(), "--case", CASE_DIR)
@@ -122,8 +117,8 @@ def test_second_concurrent_run_is_refused_and_first_completes(tmp_path):
     p = stochseg("run", *model_args(), "--case", CASE_DIR, "--out", out, "--overwrite")
     assert p.returncode == 5, p.stderr
     assert "another stochseg run is writing" in error_line(p)
-    stdout, stderr = first.communicate(timeout=300)
-    assert first.returncode == 0, stderr
+    stdout, stderr = first.finish(timeout=300)
+    assert first.proc.returncode == 0, stderr
     assert stdout.strip() == str(out / "report.yaml")
     assert json.loads((out / "report.json").read_text())["ensemble"]["total_passes"] == 6
     assert leftovers(tmp_path, ".o.partial-") == []
@@ -131,16 +126,17 @@ def test_second_concurrent_run_is_refused_and_first_completes(tmp_path):
 
 def max_threads(out: Path, threads: str | None, extra_env=None) -> tuple[int, dict]:
     """Runs a case, sampling the process's thread count; returns (max threads, report)."""
-    proc = start_run(out, 3, threads=threads, extra_env=extra_env)
+    run = start_run(out, 3, threads=threads, extra_env=extra_env)
     most = 0
-    while proc.poll() is None:
+    end = time.monotonic() + 300
+    while run.proc.poll() is None and time.monotonic() < end:
         try:
-            most = max(most, len(os.listdir(f"/proc/{proc.pid}/task")))
+            most = max(most, len(os.listdir(f"/proc/{run.proc.pid}/task")))
         except FileNotFoundError:
             break
         time.sleep(0.02)
-    _, stderr = proc.communicate()
-    assert proc.returncode == 0, stderr
+    _, stderr = run.finish(timeout=10)
+    assert run.proc.returncode == 0, stderr
     return most, json.loads((out / "report.json").read_text())
 
 

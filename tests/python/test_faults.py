@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, CASE_DIR, env, error_line, model_path
+from conftest import CASE_DIR, Watched, error_line, model_path
 
 # the log line after which the signal is sent
 POINTS = {
@@ -23,22 +23,9 @@ POINTS = {
 }
 
 
-def start(out: Path) -> subprocess.Popen:
-    cmd = [str(BIN), "run", "--model", str(model_path("unet-p32")), "--passes", "200",
-           "--threads", "1", "--case", str(CASE_DIR), "--out", str(out)]
-    return subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-def wait_for_line(proc: subprocess.Popen, marker: str, timeout: float = 120) -> list[str]:
-    seen = []
-    end = time.monotonic() + timeout
-    for line in proc.stderr:
-        seen.append(line)
-        if marker in line:
-            return seen
-        assert time.monotonic() < end, f"no {marker!r} within {timeout} s:\n{''.join(seen)}"
-    pytest.fail(f"the run ended before {marker!r}:\n{''.join(seen)}")
+def start(out: Path) -> Watched:
+    return Watched(["run", "--model", model_path("unet-p32"), "--passes", "200", "--threads", "1",
+                    "--case", CASE_DIR, "--out", out])
 
 
 @pytest.mark.parametrize("point", sorted(POINTS))
@@ -47,17 +34,36 @@ def test_signal_exits_130_and_leaves_nothing(tmp_path, sig, point):
     results = tmp_path / "results"
     results.mkdir()
     out = results / "out"
-    proc = start(out)
-    seen = wait_for_line(proc, POINTS[point])
-    proc.send_signal(sig)
+    run = start(out)
+    run.wait_for_line(POINTS[point], timeout=120)
+    run.proc.send_signal(sig)
     t0 = time.monotonic()
-    stdout, rest = proc.communicate(timeout=120)
-    stderr = "".join(seen) + rest
-    assert proc.returncode == 130, f"exit {proc.returncode}:\n{stderr[-3000:]}"
     # within about one batch of the signal (a pass of unet-p32 takes about a second here)
+    stdout, stderr = run.finish(timeout=30)
+    assert run.proc.returncode == 130, f"exit {run.proc.returncode}:\n{stderr[-3000:]}"
     assert time.monotonic() - t0 < 30
     line = error_line(subprocess.CompletedProcess([], 130, stdout, stderr))
     assert line == "stochseg: error: interrupted", line
     assert "panicked" not in stderr
     assert stdout == "", "an interrupted run prints no report path"
     assert sorted(p.name for p in results.iterdir()) == [], "an interrupted run leaves nothing"
+
+
+def test_a_silent_hang_fails_instead_of_blocking(tmp_path):
+    """Negative control of the waits above: a run stopped with SIGSTOP (it hangs and writes
+    nothing) fails each wait within its deadline, and is killed."""
+    run = start(tmp_path / "out")
+    run.wait_for_line(POINTS["models-open"], timeout=120)
+    run.proc.send_signal(signal.SIGSTOP)
+    t0 = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="no 'pass done' on stderr within 2 s"):
+        run.wait_for_line(POINTS["first-pass-done"], timeout=2)
+    assert time.monotonic() - t0 < 10
+    assert run.proc.returncode == -signal.SIGKILL, "the hung run is killed"
+    run = start(tmp_path / "out2")
+    run.wait_for_line(POINTS["models-open"], timeout=120)
+    run.proc.send_signal(signal.SIGSTOP)
+    run.proc.send_signal(signal.SIGTERM)  # pending while stopped: the run never ends
+    with pytest.raises(pytest.fail.Exception, match="did not end within 2 s"):
+        run.finish(timeout=2)
+    assert run.proc.returncode == -signal.SIGKILL

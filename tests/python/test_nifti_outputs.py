@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import (CHANNELS, MAPS, case_channel_paths, load_channels, lps_affine,
+from conftest import (CHANNELS, MAPS, UNCERTAINTY_MAPS, case_channel_paths, load_channels, lps_affine,
                       model_path, run_ok, write_config, zscore)
 
 FLOAT_MAPS = ("mean_logits", "std_logits", "probability")
@@ -18,7 +18,7 @@ def check_grid_and_values(r, reference: nib.Nifti1Image):
     ref_h = reference.header
     files = sorted(p.name for p in r.out.iterdir())
     assert sorted(f for f in files if f.endswith((".nii", ".nii.gz"))) == \
-        sorted(f"{m}.nii.gz" for m in MAPS)
+        sorted([f"{m}.nii.gz" for m in MAPS + UNCERTAINTY_MAPS] + ["uncertainty-WT.nii.gz"])
     assert "report.json" in files and "report.yaml" in files
     # the report lists exactly what the folder holds
     assert sorted(r.report["outputs"]) == files

@@ -400,6 +400,16 @@ def test_decision_segments_need_decisions_and_all_blobs(work, extra, needle):
     assert not (work / "bad-out").exists()
 
 
+def test_a_reference_channel_that_is_no_channel_is_a_config_error(work):
+    cfg = write_config(work / "bad-reference.yaml", [model_path("unet-p32")],
+                       {"dicom_output": {"reference_channel": "flair"}})
+    proc = stochseg("run", "--pipeline", cfg, "--case", CASE_DIR, "--out", work / "bad-ref")
+    assert proc.returncode == 2, proc.stderr
+    assert "/dicom_output/reference_channel: 'flair' is not one of the channels " \
+        "(t1n, t1c, t2w, t2f)" in error_line(proc)
+    assert not (work / "bad-ref").exists()
+
+
 def test_fractional_seg_stores_rounded_probability(full_run):
     check_fractional_seg(full_run, full_run.out / "prob-seg.dcm")
     assert "prob-seg.dcm" in full_run.report["outputs"]
@@ -441,29 +451,33 @@ def test_source_dicom_series_are_read_and_referenced(full_run):
         vol = hd.get_volume_from_series(dss)
         got = into_grid(vol.array, vol.affine, grid.affine, grid.shape)
         assert np.abs(got - expected).max() <= info["max_abs_error"] + 1e-6
-    # the SEGs reference the written series: all of them, every instance, per frame slice k
+    # the SEGs reference one written series, the default reference channel's (t2f): every
+    # instance of it, and per frame its slice k
+    reference = written["t2f"]["series_instance_uid"]
+    assert [(s["channel"], s["series_instance_uid"]) for s in rep["referenced_series"]] == \
+        [("t2f", reference)]
     seg_paths = [run.out / "seg.dcm", run.out / "prob-seg.dcm"]
+    by_uid = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f for f in all_files}
+    t2f_uids = {u for u, f in by_uid.items() if f.parent.name == "t2f"}
     for p in seg_paths:
         ds = pydicom.dcmread(p)
         refs = {r.SeriesInstanceUID: [i.ReferencedSOPInstanceUID
                                       for i in r.ReferencedInstanceSequence]
                 for r in ds.ReferencedSeriesSequence}
-        assert set(refs) == {s["series_instance_uid"] for s in written.values()}
-        assert set(refs) == {s["series_instance_uid"] for s in rep["referenced_series"]}
-        by_uid = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f
-                  for f in all_files}
-        assert {u for v in refs.values() for u in v} == set(by_uid)
+        assert list(refs) == [reference]
+        assert set(refs[reference]) == t2f_uids
         ks = frame_slices(ds, grid.affine)
         for item, k in zip(ds.PerFrameFunctionalGroupsSequence, ks):
             der = item.DerivationImageSequence[0]
             assert der.DerivationCodeSequence[0].CodeValue == "113076"
-            for src in der.SourceImageSequence:
-                assert src.PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
-                ref = pydicom.dcmread(by_uid[src.ReferencedSOPInstanceUID],
-                                      stop_before_pixels=True)
-                assert int(ref.InstanceNumber) == k + 1
-                assert list(ref.ImagePositionPatient) == \
-                    list(item.PlanePositionSequence[0].ImagePositionPatient)
+            assert len(der.SourceImageSequence) == 1
+            src = der.SourceImageSequence[0]
+            assert src.PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
+            assert src.ReferencedSOPInstanceUID in t2f_uids
+            ref = pydicom.dcmread(by_uid[src.ReferencedSOPInstanceUID], stop_before_pixels=True)
+            assert int(ref.InstanceNumber) == k + 1
+            assert list(ref.ImagePositionPatient) == \
+                list(item.PlanePositionSequence[0].ImagePositionPatient)
     dcentvfy(*seg_paths, *all_files)
 
 
@@ -480,22 +494,25 @@ def test_no_blob_still_gives_a_valid_seg(work):
 
 def test_seg_of_a_dicom_case_joins_the_source_study(work):
     """DICOM input (series written by tests/fixtures/dicom/make_series.py): the SEG copies the
-    patient and study, shares the frame of reference, keeps the source's geometry strings,
-    and references every source instance; --write-source-dicom writes nothing."""
+    patient and study of the reference channel's series (t1c here), shares its frame of
+    reference, keeps its geometry strings, and references its instances only, each frame its
+    slice; --write-source-dicom writes nothing."""
     src = work / "dicom-plain"
     proc = subprocess.run([sys.executable, str(require(MAKE_SERIES)), str(CASE_DIR), str(src),
                            "--variant", "plain"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     inputs = [a for c in CHANNELS for a in ("--input", f"{c}={src / c}")]
-    run = run_ok(work / "from-dicom", "--model", model_path("unet-p32"), *inputs,
-                 "--write-source-dicom", *p32_args())
+    cfg = write_config(work / "dicom-t1c.yaml", [model_path("unet-p32")],
+                       {"dicom_output": {"reference_channel": "t1c"}})
+    run = run_ok(work / "from-dicom", "--pipeline", cfg, *inputs, "--write-source-dicom",
+                 *p32_args())
     assert not (run.out / "source-dicom").exists()
     assert "its own series are referenced" in run.proc.stderr
     seg_path = run.out / "seg.dcm"
     check_binary_seg(run, seg_path, work)
     ds = pydicom.dcmread(seg_path)
     sources = {c: sorted((src / c).glob("*.dcm")) for c in CHANNELS}
-    first = pydicom.dcmread(sources["t1n"][0], stop_before_pixels=True)
+    first = pydicom.dcmread(sources["t1c"][0], stop_before_pixels=True)
     assert run.report["seg"]["study_origin"] == "dicom_source"
     assert ds.StudyInstanceUID == first.StudyInstanceUID
     assert ds.FrameOfReferenceUID == first.FrameOfReferenceUID
@@ -504,15 +521,18 @@ def test_seg_of_a_dicom_case_joins_the_source_study(work):
         assert str(getattr(ds, kw, "")) == str(getattr(first, kw, "")), kw
     headers = {c: [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
                for c, files in sources.items()}
-    assert {r.SeriesInstanceUID for r in ds.ReferencedSeriesSequence} == \
-        {h[0].SeriesInstanceUID for h in headers.values()}
-    by_uid = {h.SOPInstanceUID: h for hs in headers.values() for h in hs}
+    assert [r.SeriesInstanceUID for r in ds.ReferencedSeriesSequence] == \
+        [headers["t1c"][0].SeriesInstanceUID]
+    assert run.report["seg"]["referenced_series"] == [
+        {"channel": "t1c", "series_instance_uid": headers["t1c"][0].SeriesInstanceUID,
+         "instances": len(headers["t1c"])}]
+    by_uid = {h.SOPInstanceUID: h for h in headers["t1c"]}
     shared = ds.SharedFunctionalGroupsSequence[0]
     assert list(shared.PlaneOrientationSequence[0].ImageOrientationPatient) == \
         list(first.ImageOrientationPatient)
     for item in ds.PerFrameFunctionalGroupsSequence:
         refs = item.DerivationImageSequence[0].SourceImageSequence
-        assert len(refs) == len(CHANNELS)
+        assert len(refs) == 1
         for r in refs:
             h = by_uid[r.ReferencedSOPInstanceUID]
             assert r.ReferencedSOPClassUID == h.SOPClassUID
@@ -524,8 +544,8 @@ def test_seg_of_a_dicom_case_joins_the_source_study(work):
     import highdicom as hd
 
     seg = hd.seg.segread(seg_path)
-    t1n = [h.SOPInstanceUID for h in headers["t1n"]]
-    referenced = [u for u in t1n if u in {r.ReferencedSOPInstanceUID for item in
+    t1c = [h.SOPInstanceUID for h in headers["t1c"]]
+    referenced = [u for u in t1c if u in {r.ReferencedSOPInstanceUID for item in
                                            ds.PerFrameFunctionalGroupsSequence for r in
                                            item.DerivationImageSequence[0].SourceImageSequence}]
     pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=referenced,

@@ -1,17 +1,61 @@
 """`stochseg summarize OUT_DIR` on real run outputs: one CSV row and one YAML entry per case
 folder, figures recomputed here from each report.json, failures from `make batch`'s markers,
-cohort totals, atomic writes, and the README's exit codes."""
+cohort totals, atomic writes, and the README's exit codes. Reports are read as typed reports:
+one with a field missing or of the wrong type, or not a stochseg report, is refused (exit 3)
+naming the file and the field; a version 1 report is read."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
 import statistics
 
 import pytest
+import yaml
 
-from conftest import CASE_DIR, error_line, load_yaml, model_path, run_ok, stochseg
+from conftest import CASE_DIR, FIXTURES, error_line, load_yaml, model_path, run_ok, stochseg
+
+V1_SCHEMA = FIXTURES / "report-v1.schema.yaml"
+V2_BLOB_FIELDS = ("mean_entropy", "mean_mutual_information", "mean_logit_variance_between",
+                  "mean_logit_variance_within")
+V2_COMPARISON_FIELDS = ("stochastic_mean_entropy", "deterministic_mean_entropy",
+                        "stochastic_mean_mutual_information",
+                        "deterministic_mean_mutual_information",
+                        "deterministic_mean_logit_variance_between")
+
+
+def v1_report(report: dict) -> dict:
+    """`report` (version 2) as a version 1 run wrote it: without the regions (`region`,
+    `regions`, `label_map`, `models[].outputs`, `seg.levels`, `seg.files[].segments[].region`),
+    the uncertainty decomposition (`uncertainty` and the per-blob and comparison fields) and
+    `pipeline.source`; checked against the version 1 schema."""
+    import jsonschema
+
+    old = copy.deepcopy(report)
+    old["schema_version"] = 1
+    for key in ("region", "regions", "label_map", "uncertainty"):
+        old.pop(key, None)
+    old["pipeline"].pop("source", None)
+    for m in old["models"]:
+        m.pop("outputs")
+    for b in old["blobs"]:
+        for key in V2_BLOB_FIELDS:
+            b.pop(key, None)
+    if old.get("comparison"):
+        old["comparison"]["deterministic"].pop("uncertainty", None)
+        for b in old["comparison"]["blobs"]:
+            for key in V2_COMPARISON_FIELDS:
+                b.pop(key, None)
+    old["seg"].pop("levels", None)
+    for f in old["seg"].get("files", []):
+        for seg in f.get("segments", []):
+            seg.pop("region", None)
+    schema = yaml.safe_load(V1_SCHEMA.read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(old))
+    assert not errors, [e.message for e in errors[:3]]
+    return old
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +143,44 @@ def test_exit_codes(tmp_path, cohort):
     assert p.returncode == 5 and "cohort-summary.csv" in error_line(p)
     p = stochseg("summarize")
     assert p.returncode == 2
+
+
+# (how the report is spoiled, what the error line must say after the file's name)
+SPOILED = {
+    "missing": (lambda r: r["blobs"][0].pop("pass_agreement"),
+                "report.json: blobs[0]: missing field `pass_agreement`"),
+    "wrong-type": (lambda r: r["blobs"][0].update(volume_mm3="large"),
+                   "report.json: blobs[0].volume_mm3: invalid type: string \"large\""),
+    "top-level-missing": (lambda r: r.pop("timings_s"),
+                          "report.json: missing field `timings_s`"),
+    "foreign": (lambda r: r["tool"].update(name="other-tool"),
+                "report.json: not a stochseg report: tool.name is \"other-tool\""),
+    "newer": (lambda r: r.update(schema_version=3),
+              "report.json: report schema_version 3; this stochseg reads versions 1 to 2"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(SPOILED))
+def test_a_malformed_or_foreign_report_is_refused_naming_the_field(cohort, tmp_path, how):
+    spoil, message = SPOILED[how]
+    out = tmp_path / "out"
+    shutil.copytree(cohort / "found", out / "found")
+    report = json.loads((out / "found" / "report.json").read_text())
+    spoil(report)
+    (out / "found" / "report.json").write_text(json.dumps(report))
+    p = stochseg("summarize", out)
+    assert p.returncode == 3, p.stderr
+    line = error_line(p)
+    assert f"stochseg: error: {out / 'found' / message}" in line, line
+    assert not (out / "cohort-summary.csv").exists()
+
+
+def test_a_version_1_report_is_summarized_like_its_version_2(cohort, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(cohort / "found", out / "found")
+    shutil.copytree(cohort / "found", out / "old")
+    report = json.loads((out / "old" / "report.json").read_text())
+    (out / "old" / "report.json").write_text(json.dumps(v1_report(report)))
+    rows, _ = summarize(out)
+    assert {k: v for k, v in rows["old"].items() if k != "folder"} == \
+        {k: v for k, v in rows["found"].items() if k != "folder"}

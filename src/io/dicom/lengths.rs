@@ -13,6 +13,9 @@
 //! explicit VR big endian, deflated explicit VR little endian (inflated here; its data set may be
 //! at most [`DEFLATE_RATIO`] times the file size, a bound on deflate bombs) and explicit VR little
 //! endian for every other (encapsulated) syntax.
+//!
+//! What it refuses is a `LengthError`, naming the element (tag and byte offset) and the length
+//! it claims against the bytes left.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -31,14 +34,44 @@ const ITEM_END: (u16, u16) = (0xFFFE, 0xE00D);
 const SEQUENCE_END: (u16, u16) = (0xFFFE, 0xE0DD);
 const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 
+/// Why a file's element lengths cannot be trusted (or the file cannot be walked at all).
+#[derive(Debug, thiserror::Error)]
+pub enum LengthError {
+    #[error("cannot open: {0}")]
+    Open(#[source] io::Error),
+    #[error("{0}")]
+    Size(#[source] io::Error),
+    #[error("the file is shorter than a DICOM preamble")]
+    NoPreamble,
+    #[error(
+        "the deflated data set inflates to more than {} times the file size",
+        DEFLATE_RATIO
+    )]
+    DeflateBomb,
+    #[error("the file meta group claims {claimed} bytes, the file has {left} left")]
+    MetaGroup { claimed: u32, left: u64 },
+    #[error("element {tag} at byte {at} claims {length} bytes, only {left} are left")]
+    Element {
+        tag: Tag,
+        at: u64,
+        length: u32,
+        left: u64,
+    },
+    #[error("sequences nested deeper than {} levels at byte {at}", MAX_DEPTH)]
+    TooDeep { at: u64 },
+    #[error("element {tag} at byte {at} where a sequence item was expected")]
+    NotAnItem { tag: Tag, at: u64 },
+    #[error("pixel data fragment at byte {at} has an undefined length")]
+    UndefinedFragment { at: u64 },
+}
+
 /// Checks the file at `path` (see the module docs); `to_pixel_data` stops at the top-level
 /// PixelData element (a header-only read), else the whole file is walked.
-pub fn check(path: &Path, to_pixel_data: bool) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let size = file.metadata().map_err(|e| e.to_string())?.len();
+pub fn check(path: &Path, to_pixel_data: bool) -> Result<(), LengthError> {
+    let file = std::fs::File::open(path).map_err(LengthError::Open)?;
+    let size = file.metadata().map_err(LengthError::Size)?.len();
     let mut meta = Walker::new(io::BufReader::new(file), size, Encoding::ExplicitLe);
-    meta.skip(132)
-        .map_err(|_| "the file is shorter than a DICOM preamble".to_string())?;
+    meta.skip(132).map_err(|_| LengthError::NoPreamble)?;
     let Some(syntax) = meta.meta_group()? else {
         return Ok(());
     };
@@ -51,9 +84,7 @@ pub fn check(path: &Path, to_pixel_data: bool) -> Result<(), String> {
             let walked = w.data_set(limit, 0, to_pixel_data);
             // at the limit (an element header may straddle it): more data means a bomb
             if w.position.saturating_add(64) >= limit && (walked.is_err() || w.skip(1).is_ok()) {
-                return Err(format!(
-                    "the deflated data set inflates to more than {DEFLATE_RATIO} times the file size"
-                ));
+                return Err(LengthError::DeflateBomb);
             }
             walked.map(|_| ())
         }
@@ -185,7 +216,7 @@ impl<R: Read> Walker<R> {
 
     /// The file meta group (always explicit VR little endian); its TransferSyntaxUID, or `None`
     /// when there is no usable meta group.
-    fn meta_group(&mut self) -> Result<Option<String>, String> {
+    fn meta_group(&mut self) -> Result<Option<String>, LengthError> {
         let Some(((2, 0), _, 4)) = self.header() else {
             return Ok(None);
         };
@@ -194,10 +225,10 @@ impl<R: Read> Walker<R> {
         };
         let end = self.position.saturating_add(u64::from(group_length));
         if end > self.size {
-            return Err(format!(
-                "the file meta group claims {group_length} bytes, the file has {} left",
-                self.size - self.position
-            ));
+            return Err(LengthError::MetaGroup {
+                claimed: group_length,
+                left: self.size - self.position,
+            });
         }
         let mut syntax = None;
         while self.position < end {
@@ -220,13 +251,15 @@ impl<R: Read> Walker<R> {
     }
 
     /// A defined `length` at the current position must end by `end`.
-    fn fits(&self, (group, element): (u16, u16), length: u32, end: u64) -> Result<(), String> {
+    fn fits(&self, (group, element): (u16, u16), length: u32, end: u64) -> Result<(), LengthError> {
         let left = end.saturating_sub(self.position);
         if length != UNDEFINED && u64::from(length) > left {
-            return Err(format!(
-                "element ({group:04X},{element:04X}) at byte {} claims {length} bytes, only {left} are left",
-                self.position
-            ));
+            return Err(LengthError::Element {
+                tag: Tag(group, element),
+                at: self.position,
+                length,
+                left,
+            });
         }
         Ok(())
     }
@@ -241,7 +274,7 @@ impl<R: Read> Walker<R> {
     }
 
     /// Elements up to `end`, an item delimiter, or (top level, `stop`) PixelData.
-    fn data_set(&mut self, end: u64, depth: usize, stop: bool) -> Result<End, String> {
+    fn data_set(&mut self, end: u64, depth: usize, stop: bool) -> Result<End, LengthError> {
         while self.position < end {
             let Some((tag, vr, length)) = self.header() else {
                 return Ok(End::Reached);
@@ -285,12 +318,9 @@ impl<R: Read> Walker<R> {
     }
 
     /// The items of a sequence, up to `end` (defined length) or the sequence delimiter.
-    fn items(&mut self, end: u64, depth: usize, delimited: bool) -> Result<(), String> {
+    fn items(&mut self, end: u64, depth: usize, delimited: bool) -> Result<(), LengthError> {
         if depth > MAX_DEPTH {
-            return Err(format!(
-                "sequences nested deeper than {MAX_DEPTH} levels at byte {}",
-                self.position
-            ));
+            return Err(LengthError::TooDeep { at: self.position });
         }
         while self.position < end {
             let Some((tag, _, length)) = self.header() else {
@@ -301,10 +331,10 @@ impl<R: Read> Walker<R> {
             }
             if tag != ITEM {
                 // not an item: left to dicom-rs, which refuses it
-                return Err(format!(
-                    "element ({:04X},{:04X}) at byte {} where a sequence item was expected",
-                    tag.0, tag.1, self.position
-                ));
+                return Err(LengthError::NotAnItem {
+                    tag: Tag(tag.0, tag.1),
+                    at: self.position,
+                });
             }
             self.fits(tag, length, end)?;
             let item_end = match length {
@@ -326,7 +356,7 @@ impl<R: Read> Walker<R> {
     }
 
     /// Encapsulated pixel data: items (the offset table, then fragments) up to the delimiter.
-    fn fragments(&mut self, end: u64) -> Result<(), String> {
+    fn fragments(&mut self, end: u64) -> Result<(), LengthError> {
         while self.position < end {
             let Some((tag, _, length)) = self.header() else {
                 return Ok(());
@@ -336,10 +366,7 @@ impl<R: Read> Walker<R> {
             }
             self.fits(tag, length, end)?;
             if length == UNDEFINED {
-                return Err(format!(
-                    "pixel data fragment at byte {} has an undefined length",
-                    self.position
-                ));
+                return Err(LengthError::UndefinedFragment { at: self.position });
             }
             if self.skip(u64::from(length)).is_err() {
                 return Ok(());
@@ -410,8 +437,8 @@ mod tests {
         data.extend(element(0x0008, 0x1140, b"SQ", &seq_item, None));
         data.extend(element(0x7FE0, 0x0010, b"OW", &[0; 8], None));
         let f = file(EXPLICIT, &data);
-        assert_eq!(check(f.path(), true), Ok(()));
-        assert_eq!(check(f.path(), false), Ok(()));
+        assert!(check(f.path(), true).is_ok());
+        assert!(check(f.path(), false).is_ok());
     }
 
     #[test]
@@ -419,6 +446,18 @@ mod tests {
         let mut data = element(0x0010, 0x0010, b"PN", b"Doe^Jane", None);
         data.extend(element(0x0008, 0x103E, b"UT", b"abcd", Some(0x7FFF_FFF0)));
         let e = check(file(EXPLICIT, &data).path(), true).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LengthError::Element {
+                    tag: Tag(0x0008, 0x103E),
+                    length: 0x7FFF_FFF0,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(
             e.contains("(0008,103E)") && e.contains("claims 2147483632 bytes"),
             "{e}"
@@ -434,15 +473,16 @@ mod tests {
         let mut data = element(0x0008, 0x1140, b"SQ", &seq_item, None);
         data.extend(vec![0u8; 400]);
         let e = check(file(EXPLICIT, &data).path(), true).unwrap_err();
-        assert!(e.contains("(0008,1150)"), "{e}");
+        assert!(e.to_string().contains("(0008,1150)"), "{e}");
     }
 
     #[test]
     fn pixel_data_is_walked_only_for_a_full_read() {
         let data = element(0x7FE0, 0x0010, b"OB", &[1, 2], Some(1 << 30));
         let f = file(EXPLICIT, &data);
-        assert_eq!(check(f.path(), true), Ok(()));
-        assert!(check(f.path(), false).unwrap_err().contains("(7FE0,0010)"));
+        assert!(check(f.path(), true).is_ok());
+        let e = check(f.path(), false).unwrap_err();
+        assert!(e.to_string().contains("(7FE0,0010)"), "{e}");
     }
 
     #[test]
@@ -454,7 +494,8 @@ mod tests {
             data.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         }
         let e = check(file(EXPLICIT, &data).path(), true).unwrap_err();
-        assert!(e.contains("nested deeper than 32"), "{e}");
+        assert!(matches!(e, LengthError::TooDeep { .. }), "{e:?}");
+        assert!(e.to_string().contains("nested deeper than 32"), "{e}");
     }
 
     #[test]
@@ -471,7 +512,7 @@ mod tests {
         data.extend(0x1150u16.to_le_bytes());
         data.extend(1000u32.to_le_bytes());
         let e = check(file("1.2.840.10008.1.2", &data).path(), true).unwrap_err();
-        assert!(e.contains("(0008,1150)"), "{e}");
+        assert!(e.to_string().contains("(0008,1150)"), "{e}");
     }
 
     #[test]
@@ -487,18 +528,15 @@ mod tests {
         z.write_all(&plain).unwrap();
         let packed = z.finish().unwrap();
         let f = file("1.2.840.10008.1.2.1.99", &packed);
-        let e = check(f.path(), true);
-        assert!(
-            e.as_ref()
-                .is_err_and(|e| e.contains("inflates to more than 256")),
-            "{e:?}"
-        );
+        let e = check(f.path(), true).unwrap_err();
+        assert!(matches!(e, LengthError::DeflateBomb), "{e:?}");
+        assert!(e.to_string().contains("inflates to more than 256"), "{e}");
         // a normal deflated data set passes
         let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         z.write_all(&element(0x0010, 0x0010, b"PN", b"Doe^Jane", None))
             .unwrap();
         let f = file("1.2.840.10008.1.2.1.99", &z.finish().unwrap());
-        assert_eq!(check(f.path(), true), Ok(()));
+        assert!(check(f.path(), true).is_ok());
     }
 
     /// Inputs the `dicom_series` fuzz target found (fuzz/regressions/dicom_series/): files

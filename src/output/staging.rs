@@ -16,8 +16,14 @@ pub enum OutputError {
     Io { path: PathBuf, reason: String },
     #[error("{path}: another stochseg run is writing this output folder")]
     Locked { path: PathBuf },
-    #[error("{0}")]
-    Report(#[from] crate::report::ReportError),
+}
+
+/// A failure to write or read back the per-pass spill files in the staging folder.
+pub fn spill_error(staging: &Staging, e: std::io::Error) -> OutputError {
+    OutputError::Io {
+        path: staging.dir().to_path_buf(),
+        reason: format!("per-pass spill file: {e}"),
+    }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> OutputError {
