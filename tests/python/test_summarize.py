@@ -29,8 +29,8 @@ V2_COMPARISON_FIELDS = ("stochastic_mean_entropy", "deterministic_mean_entropy",
 def v1_report(report: dict) -> dict:
     """`report` (version 2) as a version 1 run wrote it: without the regions (`region`,
     `regions`, `label_map`, `models[].outputs`, `seg.levels`, `seg.files[].segments[].region`),
-    the uncertainty decomposition (`uncertainty` and the per-blob and comparison fields) and
-    `pipeline.source`; checked against the version 1 schema."""
+    the uncertainty decomposition (`uncertainty` and the per-blob and comparison fields),
+    `models[].precision` and `plugin`, and `pipeline.source`; checked against the version 1 schema."""
     import jsonschema
 
     old = copy.deepcopy(report)
@@ -39,7 +39,8 @@ def v1_report(report: dict) -> dict:
         old.pop(key, None)
     old["pipeline"].pop("source", None)
     for m in old["models"]:
-        m.pop("outputs")
+        for key in ("outputs", "precision", "plugin"):
+            m.pop(key, None)
     for b in old["blobs"]:
         for key in V2_BLOB_FIELDS:
             b.pop(key, None)
