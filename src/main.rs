@@ -391,10 +391,7 @@ fn dispatch(cli: &Cli, command: &Command) -> Result<(), Error> {
         Command::Evaluate(args) => {
             let v = args.lesion_min_volume_mm3;
             if !(v.is_finite() && v >= 0.0) {
-                return Err(ConfigError::Invalid(format!(
-                    "--lesion-min-volume-mm3 {v}: expected a finite volume >= 0"
-                ))
-                .into());
+                return Err(ConfigError::LesionMinVolume { volume_mm3: v }.into());
             }
             let mut opts =
                 stochseg::evaluate::EvaluateOptions::new(args.cohort.clone(), args.gt.clone());
@@ -432,7 +429,7 @@ fn dispatch(cli: &Cli, command: &Command) -> Result<(), Error> {
             let info = backend.describe(model)?;
             print!(
                 "{}",
-                stochseg::yaml::to_string(&info).map_err(ConfigError::Invalid)?
+                stochseg::yaml::to_string(&info).map_err(|reason| ConfigError::Print { reason })?
             );
             Ok(())
         }
@@ -503,10 +500,7 @@ fn load_pipeline(
     let device = args
         .device
         .as_deref()
-        .map(|d| {
-            d.parse::<pipeline::Device>()
-                .map_err(|e| ConfigError::Invalid(format!("--device: {e}")))
-        })
+        .map(|d| d.parse::<pipeline::Device>().map_err(ConfigError::Device))
         .transpose()?;
     let choice = install::choose_pipeline(args.pipeline.as_deref(), !models.is_empty())?;
     let base = match &choice.path {
@@ -542,30 +536,27 @@ fn case_spec(
         return Ok(CaseSpec::Folder(dir.clone()));
     }
     if inputs.is_empty() {
-        return Err(ConfigError::Invalid(
-            "give --case DIR or --input NAME=PATH for each channel".into(),
-        ));
+        return Err(ConfigError::NoCase);
     }
     let mut files = Vec::new();
     for item in inputs {
         let (name, path) = item
             .split_once('=')
-            .ok_or_else(|| ConfigError::Invalid(format!("--input '{item}': expected NAME=PATH")))?;
+            .ok_or_else(|| ConfigError::InputNotNamed { item: item.clone() })?;
         if path.is_empty() {
-            return Err(ConfigError::Invalid(format!(
-                "--input '{item}': no path after '='"
-            )));
+            return Err(ConfigError::InputWithoutPath { item: item.clone() });
         }
         if !channels.iter().any(|c| c == name) {
-            return Err(ConfigError::Invalid(format!(
-                "--input '{item}': unknown channel '{name}' (expected one of {})",
-                channels.join(", ")
-            )));
+            return Err(ConfigError::InputUnknownChannel {
+                item: item.clone(),
+                name: name.to_string(),
+                channels: channels.to_vec(),
+            });
         }
         if files.iter().any(|(n, _): &(String, PathBuf)| n == name) {
-            return Err(ConfigError::Invalid(format!(
-                "--input: channel '{name}' given twice"
-            )));
+            return Err(ConfigError::InputTwice {
+                name: name.to_string(),
+            });
         }
         files.push((name.to_string(), PathBuf::from(path)));
     }
@@ -576,7 +567,7 @@ fn case_spec(
                 .iter()
                 .find(|(n, _)| n == c)
                 .cloned()
-                .ok_or_else(|| ConfigError::Invalid(format!("--input: missing channel '{c}'")))
+                .ok_or_else(|| ConfigError::InputMissing { channel: c.clone() })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(CaseSpec::Files(ordered))
@@ -680,7 +671,8 @@ fn validate(cli: &Cli, args: &ValidateArgs) -> Result<(), Error> {
     match args.format {
         ValidateFormat::Yaml => print!(
             "{}",
-            stochseg::yaml::to_string(&validation).map_err(ConfigError::Invalid)?
+            stochseg::yaml::to_string(&validation)
+                .map_err(|reason| ConfigError::Print { reason })?
         ),
         ValidateFormat::Text => print!("{}", validation.text()),
     }

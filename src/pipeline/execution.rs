@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::ConfigError;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Execution {
@@ -85,13 +83,18 @@ impl std::fmt::Display for Device {
     }
 }
 
+/// A device name that is none of `cpu`, `cuda[:N]`, `tensorrt[:N]`, `openvino`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown device '{text}': use cpu, cuda[:N], tensorrt[:N] or openvino")]
+pub struct UnknownDevice {
+    pub text: String,
+}
+
 impl std::str::FromStr for Device {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Device, ConfigError> {
-        Device::parse(s).ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "unknown device '{s}': use cpu, cuda[:N], tensorrt[:N] or openvino"
-            ))
+    type Err = UnknownDevice;
+    fn from_str(s: &str) -> Result<Device, UnknownDevice> {
+        Device::parse(s).ok_or_else(|| UnknownDevice {
+            text: s.to_string(),
         })
     }
 }

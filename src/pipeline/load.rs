@@ -3,12 +3,12 @@
 //! model paths resolved relative to the config's folder, then the checks the schema cannot
 //! express.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::config::Pipeline;
 use super::dicom::SegBlobs;
 use super::ensemble::Mode;
-use super::error::ConfigError;
+use super::error::{ConfigError, ConfigProblem};
 use crate::schema::{self, SchemaKind};
 
 impl Pipeline {
@@ -19,34 +19,20 @@ impl Pipeline {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Pipeline::from_yaml(&text, base).map_err(|e| match e {
-            ConfigError::Invalid(problem) => ConfigError::Schema {
-                path: path.into(),
-                problem,
-            },
-            ConfigError::Yaml { reason, .. } => ConfigError::Yaml {
-                path: path.into(),
-                reason,
-            },
-            other => other,
+        Pipeline::from_yaml(&text, base).map_err(|source| ConfigError::File {
+            path: path.into(),
+            source,
         })
     }
 
     /// Parses a config from YAML text; relative model paths are joined to `base`. Errors are one
     /// line (control characters in quoted keys or values are escaped).
-    pub fn from_yaml(text: &str, base: &Path) -> Result<Pipeline, ConfigError> {
-        Pipeline::parse_yaml(text, base).map_err(ConfigError::one_line)
-    }
-
-    fn parse_yaml(text: &str, base: &Path) -> Result<Pipeline, ConfigError> {
-        let value = crate::yaml::parse(text).map_err(|reason| ConfigError::Yaml {
-            path: PathBuf::new(),
-            reason,
-        })?;
+    pub fn from_yaml(text: &str, base: &Path) -> Result<Pipeline, ConfigProblem> {
+        let value = crate::yaml::parse(text).map_err(|source| ConfigProblem::Yaml { source })?;
         schema::validate(SchemaKind::Pipeline, &value)
-            .map_err(|p| ConfigError::Invalid(p.join("; ")))?;
+            .map_err(|problems| ConfigProblem::Schema { problems })?;
         let mut pipeline: Pipeline =
-            serde_json::from_value(value).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            serde_json::from_value(value).map_err(|source| ConfigProblem::Types { source })?;
         for m in &mut pipeline.models {
             if m.path.is_relative() {
                 m.path = base.join(&m.path);
@@ -57,83 +43,76 @@ impl Pipeline {
     }
 
     /// Checks the schema cannot express.
-    pub(super) fn check(&self) -> Result<(), ConfigError> {
+    pub(super) fn check(&self) -> Result<(), ConfigProblem> {
         if self.preprocess.crop_to_nonzero && self.blobs.threshold <= self.inference.outside_logit {
-            return Err(ConfigError::Invalid(format!(
-                "/blobs/threshold: {} must be above /inference/outside_logit ({}), the logit outside the crop",
-                self.blobs.threshold, self.inference.outside_logit
-            )));
+            return Err(ConfigProblem::ThresholdInsideCrop {
+                threshold: self.blobs.threshold,
+                outside_logit: self.inference.outside_logit,
+            });
         }
         if self.ensemble.compare_deterministic && self.ensemble.mode == Mode::Deterministic {
-            return Err(ConfigError::Invalid(
-                "/ensemble/compare_deterministic: needs the stochastic mode (the run is already deterministic)"
-                    .into(),
-            ));
+            return Err(ConfigProblem::CompareNeedsStochastic);
         }
-        if self.dicom_output.seg_blobs == SegBlobs::Accepted && self.blobs.decisions.is_none() {
-            return Err(ConfigError::Invalid(
-                "/dicom_output/seg_blobs: 'accepted' needs /blobs/decisions".into(),
-            ));
-        }
-        if self.dicom_output.decision_segments {
-            if self.blobs.decisions.is_none() {
-                return Err(ConfigError::Invalid(
-                    "/dicom_output/decision_segments: needs /blobs/decisions".into(),
-                ));
-            }
-            if self.dicom_output.seg_blobs != SegBlobs::All {
-                return Err(ConfigError::Invalid(
-                    "/dicom_output/decision_segments: needs /dicom_output/seg_blobs 'all' (an accepted-only SEG has no review or reject blobs)".into(),
-                ));
-            }
-        }
-        if self
-            .dicom_output
-            .probability_levels
-            .windows(2)
-            .any(|w| w[1] <= w[0])
-        {
-            return Err(ConfigError::Invalid(format!(
-                "/dicom_output/probability_levels: {:?} must increase",
-                self.dicom_output.probability_levels
-            )));
-        }
+        self.check_dicom_output()?;
         if let Some(d) = self.blobs.decisions {
             if d.reject > d.accept {
-                return Err(ConfigError::Invalid(format!(
-                    "/blobs/decisions: reject ({}) must not be above accept ({})",
-                    d.reject, d.accept
-                )));
+                return Err(ConfigProblem::DecisionsReversed {
+                    accept: d.accept,
+                    reject: d.reject,
+                });
             }
         }
         self.check_dicom()
     }
 
+    /// The SEG options agree with each other and with `blobs.decisions`.
+    fn check_dicom_output(&self) -> Result<(), ConfigProblem> {
+        let out = &self.dicom_output;
+        let decisions = self.blobs.decisions.is_some();
+        if out.seg_blobs == SegBlobs::Accepted && !decisions {
+            return Err(ConfigProblem::AcceptedNeedsDecisions);
+        }
+        if out.decision_segments && !decisions {
+            return Err(ConfigProblem::DecisionSegmentsNeedDecisions);
+        }
+        if out.decision_segments && out.seg_blobs != SegBlobs::All {
+            return Err(ConfigProblem::DecisionSegmentsNeedAllBlobs);
+        }
+        if out.probability_levels.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(ConfigProblem::LevelsNotIncreasing {
+                levels: out.probability_levels.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Every DICOM series rule names a channel and compiles; the SEG's reference channel is a
     /// channel.
-    fn check_dicom(&self) -> Result<(), ConfigError> {
+    fn check_dicom(&self) -> Result<(), ConfigProblem> {
+        let channels = || self.channels.clone();
         if let Some(c) = &self.dicom_output.reference_channel {
             if !self.channels.contains(c) {
-                return Err(ConfigError::Invalid(format!(
-                    "/dicom_output/reference_channel: '{c}' is not one of the channels ({})",
-                    self.channels.join(", ")
-                )));
+                return Err(ConfigProblem::UnknownReferenceChannel {
+                    channel: c.clone(),
+                    channels: channels(),
+                });
             }
         }
         for (channel, rule) in &self.dicom.series {
             if !self.channels.contains(channel) {
-                return Err(ConfigError::Invalid(format!(
-                    "/dicom/series/{channel}: not one of the channels ({})",
-                    self.channels.join(", ")
-                )));
+                return Err(ConfigProblem::UnknownSeriesChannel {
+                    channel: channel.clone(),
+                    channels: channels(),
+                });
             }
             for (key, pattern) in rule.patterns() {
-                if let Err(e) = regex::Regex::new(pattern) {
-                    let why = e.to_string();
-                    let why = why.lines().last().unwrap_or("").trim();
-                    return Err(ConfigError::Invalid(format!(
-                        "/dicom/series/{channel}/{key}: invalid regular expression '{pattern}' ({why})"
-                    )));
+                if let Err(source) = regex::Regex::new(pattern) {
+                    return Err(ConfigProblem::BadSeriesPattern {
+                        channel: channel.clone(),
+                        key,
+                        pattern: pattern.to_string(),
+                        source,
+                    });
                 }
             }
         }
@@ -202,7 +181,10 @@ mod tests {
         let chosen = load("dicom_output: {reference_channel: t1c}").unwrap();
         assert_eq!(chosen.reference_channel(), "t1c");
         let e = load("dicom_output: {reference_channel: flair}").unwrap_err();
-        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+        assert!(
+            matches!(e, ConfigProblem::UnknownReferenceChannel { .. }),
+            "{e}"
+        );
         let e = e.to_string();
         assert!(e.contains("/dicom_output/reference_channel: 'flair' is not one of the channels (t1n, t1c, t2w, t2f)"), "{e}");
         let e = load("dicom_output: {probability_levels: [0.5, 0.5]}").unwrap_err();

@@ -25,9 +25,10 @@ pub use config::Pipeline;
 pub use declarations::{ClassDecl, OutputDecl, RegionDecl};
 pub use dicom::{DicomInput, DicomOutput, SegBlobs, SeriesRule};
 pub use ensemble::{Aggregation, Ensemble, Mode, NoiseOn, NoiseRegion};
-pub use error::ConfigError;
+pub use error::{ConfigError, ConfigProblem};
 pub use execution::{
     ConvSearch, CudaOptions, Device, Execution, OpenVinoOptions, Precision, TensorRtOptions,
+    UnknownDevice,
 };
 pub use inference::{Inference, Limits, Normalization, Preprocess, Weighting};
 pub use models::{parse_model_arg, ModelSpec};

@@ -31,9 +31,9 @@ pub fn parse_model_arg(arg: &str) -> Result<ModelSpec, ConfigError> {
         _ => (arg, None),
     };
     if path.is_empty() {
-        return Err(ConfigError::Invalid(format!(
-            "--model '{arg}': no model path"
-        )));
+        return Err(ConfigError::ModelWithoutPath {
+            arg: arg.to_string(),
+        });
     }
     Ok(ModelSpec {
         path: PathBuf::from(path),
@@ -49,10 +49,8 @@ fn looks_like_patch(s: &str) -> bool {
 }
 
 fn parse_patch(s: &str) -> Result<[usize; 3], ConfigError> {
-    let bad = || {
-        ConfigError::Invalid(format!(
-            "--model: patch size '{s}' is not DxHxW (e.g. 16x64x64)"
-        ))
+    let bad = || ConfigError::BadPatchSize {
+        text: s.to_string(),
     };
     let parts: Vec<usize> = s
         .split('x')

@@ -3,7 +3,7 @@
 
 use super::config::Pipeline;
 use super::ensemble::Mode;
-use super::error::ConfigError;
+use super::error::{ConfigError, ConfigProblem};
 use super::execution::{Device, Precision};
 use super::models::ModelSpec;
 use crate::schema::{self, SchemaKind};
@@ -31,26 +31,36 @@ pub struct Overrides {
 }
 
 impl Pipeline {
-    /// Applies command-line values, then re-checks the result against the schema.
-    pub fn apply(self, o: Overrides) -> Result<Pipeline, ConfigError> {
-        self.apply_overrides(o).map_err(ConfigError::one_line)
+    /// Applies command-line values, then re-checks the result against the schema and as a
+    /// loaded config is checked.
+    pub fn apply(mut self, mut o: Overrides) -> Result<Pipeline, ConfigError> {
+        if !o.models.is_empty() {
+            self.models = std::mem::take(&mut o.models);
+        }
+        self.apply_ensemble(&o);
+        if let Some(figures) = o.figures {
+            self.outputs.figures = figures;
+        }
+        set(&mut self.blobs.threshold, o.threshold);
+        self.apply_execution(&o)?;
+        set(&mut self.inference.batch_size, o.batch_size);
+        set(&mut self.inference.overlap, o.overlap);
+        self.dicom_output.write_source_dicom |= o.write_source_dicom;
+        self.recheck()?;
+        Ok(self)
     }
 
-    fn apply_overrides(mut self, o: Overrides) -> Result<Pipeline, ConfigError> {
-        if !o.models.is_empty() {
-            self.models = o.models;
-        }
+    fn apply_ensemble(&mut self, o: &Overrides) {
         if o.deterministic {
             self.ensemble.mode = Mode::Deterministic;
         }
         self.ensemble.compare_deterministic |= o.compare_deterministic;
-        if let Some(figures) = o.figures {
-            self.outputs.figures = figures;
-        }
         set(&mut self.ensemble.passes, o.passes);
         set(&mut self.ensemble.sigma, o.sigma);
         set(&mut self.ensemble.seed, o.seed);
-        set(&mut self.blobs.threshold, o.threshold);
+    }
+
+    fn apply_execution(&mut self, o: &Overrides) -> Result<(), ConfigError> {
         if let Some(device) = o.device {
             // `--device X --allow-fallback`: X, then the CPU
             let fallback = o.allow_fallback && device != Device::Cpu;
@@ -62,24 +72,24 @@ impl Pipeline {
         self.execution.allow_fallback |= o.allow_fallback;
         if let Some(precision) = o.precision {
             if !self.execution.providers.contains(&Device::OpenVino) {
-                return Err(ConfigError::Invalid(format!(
-                    "--precision {}: applies to the OpenVINO provider, and the providers are [{}] (add --device openvino)",
-                    precision.name(),
-                    self.execution.providers.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-                )));
+                return Err(ConfigError::PrecisionNeedsOpenVino {
+                    precision,
+                    providers: self.execution.providers.clone(),
+                });
             }
             self.execution.openvino.precision = precision;
         }
         set(&mut self.execution.threads, o.threads);
-        set(&mut self.inference.batch_size, o.batch_size);
-        set(&mut self.inference.overlap, o.overlap);
-        self.dicom_output.write_source_dicom |= o.write_source_dicom;
-        let value = serde_json::to_value(&self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        schema::validate(SchemaKind::Pipeline, &value).map_err(|p| {
-            ConfigError::Invalid(format!("after command-line overrides: {}", p.join("; ")))
-        })?;
-        self.check()?;
-        Ok(self)
+        Ok(())
+    }
+
+    /// The checks of a loaded config, on the config with the command line's values.
+    fn recheck(&self) -> Result<(), ConfigProblem> {
+        let value =
+            serde_json::to_value(self).map_err(|source| ConfigProblem::Serialize { source })?;
+        schema::validate(SchemaKind::Pipeline, &value)
+            .map_err(|problems| ConfigProblem::AfterOverrides { problems })?;
+        self.check()
     }
 }
 
