@@ -6,8 +6,8 @@
 An edge A -> B is a path `crate::b::...` (or `super::...`, `self::...`, or `x::...` for a
 child module `x` that A declares) written in A, resolved to the longest module prefix that is a
 file; `mod x;` declarations themselves and test modules
-(`#[cfg(test)] mod tests { ... }` at the end of a file) are not edges. `main.rs` is the
-binary, not part of the library graph. Used by `make lint`.
+(`#[cfg(test)] mod tests { ... }` at the end of a file) are not edges. `main.rs` and
+`src/bin/` are the binary, not part of the library graph. Used by `make lint`.
 """
 from __future__ import annotations
 
@@ -59,7 +59,11 @@ def group_paths(text: str, start: int) -> list[list[str]]:
 
 
 def edges(src: Path) -> dict[tuple, set[tuple]]:
-    files = {module_of(src, f): f for f in src.rglob("*.rs") if f.name != "main.rs"}
+    files = {
+        module_of(src, f): f
+        for f in src.rglob("*.rs")
+        if f.name != "main.rs" and f.relative_to(src).parts[0] != "bin"
+    }
     graph: dict[tuple, set[tuple]] = {m: set() for m in files}
     for mod, file in files.items():
         text = without_tests(file.read_text())

@@ -166,10 +166,10 @@ fn default_pipeline<'a>(
     layout: &Layout,
 ) -> Result<&'a ShippedPipeline, Error> {
     shipped.iter().find(|p| p.default).ok_or_else(|| {
-        ConfigError::Invalid(format!(
-            "no shipped pipeline {DEFAULT_PIPELINE} in {}",
-            layout.data_dir.join("pipelines").display()
-        ))
+        ConfigError::DefaultPipelineMissing {
+            name: DEFAULT_PIPELINE,
+            pipelines_dir: layout.data_dir.join("pipelines"),
+        }
         .into()
     })
 }
@@ -185,11 +185,7 @@ fn checked<T>(name: &'static str, result: Result<T, Error>) -> Result<T, Error> 
 fn find_layout() -> Result<Layout, Error> {
     install::layout().ok_or_else(|| {
         let exe = install::executable().unwrap_or_default();
-        ConfigError::Invalid(format!(
-            "{}: not in an installed tree (PREFIX/bin beside PREFIX/share/stochseg/pipelines) or a checkout (target/release); no shipped pipelines or models",
-            exe.display()
-        ))
-        .into()
+        ConfigError::NotInstalled { executable: exe }.into()
     })
 }
 

@@ -134,9 +134,11 @@ pub fn shipped_pipelines(data_dir: &Path) -> Result<Vec<ShippedPipeline>, Config
 
 /// The shipped pipelines of the running binary's data folder.
 pub fn installed_pipelines() -> Result<Vec<ShippedPipeline>, ConfigError> {
-    let data_dir = layout().map(|l| l.data_dir).ok_or_else(|| {
-        ConfigError::Invalid(format!("no shipped pipelines: {}", looked_in(None)))
-    })?;
+    let data_dir = layout()
+        .map(|l| l.data_dir)
+        .ok_or(ConfigError::NoShippedPipelines {
+            pipelines_dir: None,
+        })?;
     shipped_pipelines(&data_dir)
 }
 
@@ -206,11 +208,10 @@ pub fn choose_in(
         }),
         None => {
             let shipped = named(data_dir, DEFAULT_PIPELINE).ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "no --pipeline or --model given, and the shipped default pipeline {} is missing ({}); give --pipeline YAML or --model PATH",
-                    DEFAULT_PIPELINE,
-                    looked_in(data_dir)
-                ))
+                ConfigError::NoDefaultPipeline {
+                    name: DEFAULT_PIPELINE,
+                    pipelines_dir: pipelines_dir(data_dir),
+                }
             })?;
             Ok(file(&shipped, PipelineSource::Default))
         }
@@ -232,27 +233,20 @@ fn named(data_dir: Option<&Path>, name: &str) -> Option<PathBuf> {
 }
 
 fn unknown_pipeline(data_dir: Option<&Path>, name: &str) -> ConfigError {
-    let known = data_dir
+    let shipped = data_dir
         .and_then(|d| shipped_pipelines(d).ok())
         .map(|list| list.into_iter().map(|p| p.name).collect::<Vec<_>>())
         .unwrap_or_default();
-    let known = if known.is_empty() {
-        format!("no shipped pipelines ({})", looked_in(data_dir))
-    } else {
-        format!("shipped pipelines: {}", known.join(", "))
-    };
-    ConfigError::Invalid(format!(
-        "--pipeline {name}: no such file, and no shipped pipeline of that name ({known})"
-    ))
+    ConfigError::UnknownPipeline {
+        name: name.to_string(),
+        shipped,
+        pipelines_dir: pipelines_dir(data_dir),
+    }
 }
 
-fn looked_in(data_dir: Option<&Path>) -> String {
-    match data_dir {
-        Some(d) => format!("looked in {}", d.join(PIPELINES).display()),
-        None => {
-            "the binary is neither in an installed tree (PREFIX/bin) nor in a checkout".to_string()
-        }
-    }
+/// Where the shipped pipelines of `data_dir` are.
+fn pipelines_dir(data_dir: Option<&Path>) -> Option<PathBuf> {
+    data_dir.map(|d| d.join(PIPELINES))
 }
 
 #[cfg(test)]

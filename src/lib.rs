@@ -1,11 +1,13 @@
 //! stochseg: uncertainty-aware brain-tumor segmentation with a stochastic ensemble of ONNX
 //! U-Nets. Data flows one way: `io` (files to a `Case`) -> `preprocess` -> `ensemble` (models x
 //! noisy passes through `window` and `infer`) -> `aggregate` -> `blobs` and `stats` -> `report`
-//! and the writers, orchestrated per case by `run`. The binary (`main.rs`) only parses flags.
+//! and the writers, orchestrated per case by `run`. The binary (`src/bin/stochseg/`) only
+//! parses flags; `cli_config` turns their values into checked library values.
 
 pub mod aggregate;
 pub mod blobs;
 pub mod cancel;
+pub mod cli_config;
 pub mod compare;
 pub mod doctor;
 pub mod ensemble;

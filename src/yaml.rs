@@ -7,11 +7,27 @@
 
 use serde::Serialize;
 
+/// YAML text that cannot be read: the YAML crate's message (kept as text, so that the crate's
+/// types stay inside this module).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ParseError {
+    message: String,
+}
+
+impl ParseError {
+    fn new(e: impl std::fmt::Display) -> ParseError {
+        ParseError {
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Parses YAML into a JSON value (the form schemas validate).
 /// Duplicate keys are an error (YAML requires unique keys; a JSON value would keep the last).
-pub fn parse(text: &str) -> Result<serde_json::Value, String> {
-    let value = serde_norway::from_str::<serde_norway::Value>(text).map_err(|e| e.to_string())?;
-    serde_json::to_value(value).map_err(|e| e.to_string())
+pub fn parse(text: &str) -> Result<serde_json::Value, ParseError> {
+    let value = serde_norway::from_str::<serde_norway::Value>(text).map_err(ParseError::new)?;
+    serde_json::to_value(value).map_err(ParseError::new)
 }
 
 /// Serializes any value as YAML.
@@ -188,7 +204,7 @@ mod tests {
     #[test]
     fn duplicate_keys_are_refused() {
         let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
-        assert!(e.contains("duplicate"), "{e}");
+        assert!(e.to_string().contains("duplicate"), "{e}");
         assert_eq!(parse("a: {b: 1}").unwrap()["a"]["b"], 1);
     }
 }

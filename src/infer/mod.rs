@@ -25,3 +25,19 @@ pub use providers::ProviderPlan;
 pub fn onnx_runtime(opts: SessionOptions) -> Result<Box<dyn Backend>, ModelError> {
     Ok(Box::new(ort::OrtBackend::new(opts)?))
 }
+
+/// A model's inputs, outputs and metadata (`stochseg inspect`), read with ONNX Runtime's CPU
+/// provider from `library` (None: the usual search).
+pub fn inspect(
+    library: Option<std::path::PathBuf>,
+    model: &std::path::Path,
+) -> Result<ModelInfo, ModelError> {
+    let backend = onnx_runtime(SessionOptions {
+        library,
+        plan: ProviderPlan::cpu_only(),
+        threads: Threads::ONE,
+        batch_size: 1,
+        max_batch_voxels: 1,
+    })?;
+    backend.describe(model)
+}
