@@ -325,6 +325,41 @@ def test_bad_series_is_refused(series, tmp_path, variant):
     check_no_patient_data(proc.stderr)
 
 
+@pytest.mark.parametrize("damage", ["header", "pixels"])
+def test_of_several_broken_files_the_first_is_named_every_time(series, tmp_path, damage):
+    """Two broken files in one series (the header cut, so the scan fails; or no pixel data, so
+    reading the voxels fails): the error names the first (in name order for the scan, in slice
+    order for the voxels: the same order in this series), run after run, whichever thread meets
+    its file first."""
+    plain = series.get("plain")
+    folder = tmp_path / "t1n"
+    folder.mkdir()
+    for f in sorted(Path(plain["channels"]["t1n"]["folder"]).iterdir()):
+        (folder / f.name).write_bytes(f.read_bytes())
+    files = sorted(folder.iterdir())
+    # the first late in the first half, the second where a second thread starts (the middle)
+    half = len(files) // 2
+    broken = [files[half - 3], files[half]]
+    for f in broken:
+        if damage == "header":
+            f.write_bytes(f.read_bytes()[:400])
+        else:
+            ds = pydicom.dcmread(f)
+            del ds.PixelData
+            ds.save_as(f)
+    meta = {"channels": {"t1n": {"folder": str(folder)}}}
+    lines = set()
+    for i in range(4):
+        out = tmp_path / f"out{i}"
+        proc = stochseg("run", *model_args(), *input_args(meta, plain), "--out", out)
+        assert proc.returncode == 3, proc.stderr
+        lines.add(error_line(proc))
+        assert not out.exists()
+    assert len(lines) == 1, lines
+    line = lines.pop()
+    assert str(broken[0]) in line and str(broken[1]) not in line, line
+
+
 def test_dicom_rules_in_the_config_are_checked(tmp_path):
     problems = {
         "bad-regex": ({"t1n": {"series_description": "(unclosed"}},

@@ -102,10 +102,10 @@ pub fn scan(dir: &Path) -> Result<Scan, InputError> {
         });
     }
     let files = list_files(dir)?;
-    let found: Vec<Found> = files
-        .par_iter()
-        .map(|p| examine(p))
-        .collect::<Result<_, _>>()?;
+    // every file examined, in name order, so that of several broken files the error always
+    // names the first, whichever thread reaches it first
+    let examined: Vec<Result<Found, InputError>> = files.par_iter().map(|p| examine(p)).collect();
+    let found: Vec<Found> = examined.into_iter().collect::<Result<_, _>>()?;
     let mut groups: BTreeMap<String, Vec<SliceHeader>> = BTreeMap::new();
     let (mut non_dicom, mut non_image) = (0, Vec::new());
     for f in found {

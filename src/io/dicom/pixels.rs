@@ -43,9 +43,14 @@ pub fn read_volume(series: &Series, max_voxels: usize) -> Result<Array3<f32>, In
     let out = data
         .as_slice_mut()
         .ok_or_else(|| series.problem(SeriesProblem::NotContiguous))?;
-    out.par_chunks_exact_mut(nx * ny)
+    // every slice decoded, then the first failure in slice order reported: the same error
+    // whichever thread fails first
+    let decoded: Vec<Result<(), InputError>> = out
+        .par_chunks_exact_mut(nx * ny)
         .zip(series.slices.par_iter())
-        .try_for_each(|(plane, slice)| read_slice(slice, plane))?;
+        .map(|(plane, slice)| read_slice(slice, plane))
+        .collect();
+    decoded.into_iter().collect::<Result<(), _>>()?;
     let bad = data.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(InputError::NonFinite {
