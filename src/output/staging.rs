@@ -3,7 +3,8 @@
 //! interrupted run removes its staging folder; an existing `--out` is refused unless overwriting
 //! is asked for, and then replaced in one rename. While a run stages, it holds an exclusive lock
 //! on `.<name>.lock` beside the target, so a second run into the same folder is refused instead
-//! of racing the first; staging folders left by killed runs (their process is gone) are removed.
+//! of racing the first; staging folders left by killed runs into the same target are removed by
+//! the next run, which holds the lock.
 
 use std::path::{Path, PathBuf};
 
@@ -172,7 +173,9 @@ fn take_lock(path: &Path, target: &Path) -> Result<(std::fs::File, PathBuf), Out
     }
 }
 
-/// Removes `.<name>.partial-<pid>` folders whose process no longer runs (a killed run).
+/// Removes the `.<name>.partial-<pid>` folders of earlier runs into the same target: called
+/// with the target's lock held, so none of them belongs to a live run, whatever host it ran on
+/// (on a cluster's shared file system the pid says nothing about another node's processes).
 fn remove_abandoned(parent: &Path, name: &str) {
     let prefix = format!(".{name}.partial-");
     let Ok(entries) = std::fs::read_dir(parent) else {
@@ -180,14 +183,11 @@ fn remove_abandoned(parent: &Path, name: &str) {
     };
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let Some(pid) = file_name
+        let staged = file_name
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if staged {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -212,11 +212,19 @@ mod tests {
     fn second_writer_is_refused_and_abandoned_staging_is_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let target = tmp.path().join("case1");
-        // a staging folder of a process that no longer exists (pid beyond pid_max)
-        let stale = tmp.path().join(".case1.partial-4294967");
-        std::fs::create_dir(&stale).unwrap();
+        // staging folders of killed runs: a pid beyond pid_max, and one that is alive here
+        // (pid 1) as another node's pid may be on a shared file system
+        let stale = [".case1.partial-4294967", ".case1.partial-1"].map(|n| tmp.path().join(n));
+        let other = tmp.path().join(".case10.partial-4294967");
+        for dir in stale.iter().chain([&other]) {
+            std::fs::create_dir(dir).unwrap();
+        }
         let first = Staging::new(&target, false).unwrap();
-        assert!(!stale.exists());
+        assert!(stale.iter().all(|d| !d.exists()));
+        assert!(
+            other.exists(),
+            "another target's staging folder is not this run's to remove"
+        );
         assert!(matches!(
             Staging::new(&target, true),
             Err(OutputError::Locked { .. })
