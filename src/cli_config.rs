@@ -1,5 +1,5 @@
 //! The command line's config flags turned into checked library values before any work starts
-//! (the raw-to-checked step of ripgrep's flags): the pipeline from `--pipeline`, `--model`,
+//! (parsed once, at the edge): the pipeline from `--pipeline`, `--model`,
 //! `--device` and the values that override the config's; the case from `--case` or
 //! `--input NAME=PATH`; the lesion-wise rule of `evaluate`. The binary keeps the flags'
 //! definitions (clap) and hands their plain values here; every refusal is a [`ConfigError`].
